@@ -1,0 +1,110 @@
+"""The registry: one place where every buildable piece is found by name.
+
+A method plugs into the framework by decorating its classes::
+
+    from common.register import registry
+
+    @registry.register_model("MyMethod")
+    class MyMethod(HashModel):
+        ...
+
+and naming them in YAML (``model: {name: MyMethod, ...}``). Registration happens when the package is
+imported; each package ``__init__`` imports its modules by name, one line each.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Callable
+
+KINDS = ("model", "runner", "optimizer", "scheduler", "dataset", "backbone", "tokenizer", "hook")
+
+
+class RegistryError(KeyError):
+    """A name is missing or registered twice. The message says what to do."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
+def closest(name: str, choices) -> str:
+    """The closest valid spelling of ``name`` among ``choices``, phrased for an error message."""
+    match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+class Registry:
+    """Maps (kind, name) to a class or factory function.
+
+    An instance, not a class-level dict, so tests can build throwaway registries. A kind may be given a
+    base class: registering something that is not a subclass of it fails at import time, not at build
+    time.
+    """
+
+    def __init__(self, kinds=KINDS):
+        self._entries: dict[str, dict[str, Any]] = {kind: {} for kind in kinds}
+        self._bases: dict[str, type] = {}
+
+    def set_base(self, kind: str, base: type) -> None:
+        """Require every entry of ``kind`` to subclass ``base``."""
+        self._table(kind)
+        self._bases[kind] = base
+
+    def register(self, kind: str, name: str) -> Callable:
+        """Decorator that registers a class or function under ``name``."""
+        table = self._table(kind)
+
+        def decorator(obj):
+            if name in table:
+                old = table[name]
+                raise RegistryError(
+                    f"{kind} '{name}' is registered twice: by {old.__module__}.{old.__qualname__} and by "
+                    f"{obj.__module__}.{obj.__qualname__}; rename one of them")
+            base = self._bases.get(kind)
+            if base is not None and not (inspect.isclass(obj) and issubclass(obj, base)):
+                raise RegistryError(f"{kind} '{name}' ({obj.__qualname__}) must subclass {base.__qualname__}")
+            table[name] = obj
+            return obj
+
+        return decorator
+
+    def get(self, kind: str, name: str):
+        """The entry ``name`` of ``kind``; an unknown name lists the known ones and the closest match."""
+        table = self._table(kind)
+        if name not in table:
+            known = ", ".join(sorted(table)) or "none"
+            raise RegistryError(f"unknown {kind} '{name}'{closest(name, table)} (registered {kind}s: {known})")
+        return table[name]
+
+    def list(self, kind: str) -> list[str]:
+        return sorted(self._table(kind))
+
+    def kinds(self) -> list[str]:
+        return list(self._entries)
+
+    def unregister(self, kind: str, name: str) -> None:
+        """Remove an entry (tests that register throwaway classes clean up with this)."""
+        self._table(kind).pop(name, None)
+
+    def _table(self, kind: str) -> dict[str, Any]:
+        if kind not in self._entries:
+            raise RegistryError(f"unknown registry kind '{kind}'{closest(kind, self._entries)} "
+                                f"(kinds: {', '.join(self._entries)})")
+        return self._entries[kind]
+
+    def __getattr__(self, attr: str):
+        """``register_model``, ``register_dataset``, ... as shorthands of ``register(kind, name)``."""
+        if attr.startswith("register_"):
+            kind = attr[len("register_"):]
+            if kind in self.__dict__.get("_entries", {}):
+                return lambda name: self.register(kind, name)
+        raise AttributeError(attr)
+
+    def __repr__(self) -> str:
+        lines = []
+        for kind, table in self._entries.items():
+            lines.append(f"{kind}: {', '.join(sorted(table)) if table else '(none)'}")
+        return "\n".join(lines)
+
+
+registry = Registry()
