@@ -1,0 +1,1 @@
+from models.backbones import clip  # noqa: F401
