@@ -1,0 +1,1 @@
+from models.DCMHT import model  # noqa: F401  (registers DCMHT)

@@ -1,0 +1,109 @@
+"""The model contract every method implements.
+
+A method is a :class:`HashModel` subclass registered with ``@registry.register_model(NAME)``. The runner
+only ever calls the methods below, so a new method needs nothing else from the framework:
+
+* ``forward(batch)`` -> dict of training outputs (first dimension = batch; the runner gathers them across
+  processes before the loss, so pairwise losses see the global batch);
+* ``loss(outputs, batch)`` -> dict of named terms plus ``total`` (every term is logged);
+* ``encode_image`` / ``encode_text`` -> continuous codes, ``binarize`` -> {-1,+1} codes (B, bits);
+* ``param_groups()`` -> which parameters are backbone (small lr) and which are head (large lr);
+* ``extra_optimizers()`` -> optimisers of auxiliary state that trains apart from the main optimiser
+  (e.g. class proxies); the runner steps them and saves them with checkpoints.
+
+Auxiliary state (memory banks, proxies, centers) lives in parameters or buffers, so it is saved and
+restored with the model's ``state_dict``.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+
+from common.config import Config, build
+from common.register import registry
+
+
+@dataclass
+class Preprocess:
+    """What the data pipeline needs to know about a model: image geometry and the tokenizer."""
+
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    tokenizer: Callable[[list[str]], torch.Tensor]
+
+
+class HashModel(nn.Module, metaclass=abc.ABCMeta):
+    """Base class of every hashing model. Subclasses take ``bits`` and their backbone(s) as arguments."""
+
+    def __init__(self, backbone: nn.Module, bits: int):
+        super().__init__()
+        if bits <= 0:
+            raise ValueError(f"model.bits must be a positive integer, got {bits}")
+        self.backbone = backbone
+        self.bits = bits
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        return {"image": self.encode_image(batch["image"]), "text": self.encode_text(batch["text"])}
+
+    @abc.abstractmethod
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """Continuous (training-form) image codes."""
+
+    @abc.abstractmethod
+    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+        """Continuous (training-form) text codes."""
+
+    def binarize(self, out: torch.Tensor) -> torch.Tensor:
+        """Default rule for tanh-like outputs: +1 where out >= 0, else -1 (never 0)."""
+        return torch.where(out >= 0, 1.0, -1.0).to(out.dtype)
+
+    @abc.abstractmethod
+    def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """Named loss terms plus ``total``, from ``forward``'s outputs and the (global) batch."""
+
+    def param_groups(self) -> list[dict]:
+        """Backbone parameters in one group, everything else in the other (separate learning rates)."""
+        backbone = {id(p) for p in self.backbone.parameters()}
+        groups = [
+            {"group": "backbone", "params": [p for p in self.backbone.parameters() if p.requires_grad]},
+            {"group": "head", "params": [p for p in self.parameters() if p.requires_grad and id(p) not in backbone]},
+        ]
+        return [g for g in groups if g["params"]]
+
+    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimisers of auxiliary parameters trained apart from ``param_groups`` (none by default).
+
+        Called once by the runner. A model that has some also leaves those parameters out of
+        ``param_groups``.
+        """
+        return {}
+
+    @staticmethod
+    def preprocess_of(backbones: dict[str, nn.Module]) -> Preprocess:
+        """Image geometry from the image tower, tokenizer from the text tower.
+
+        A single ``backbone`` (CLIP) serves both; two-tower models name ``image_backbone`` and
+        ``text_backbone``.
+        """
+        image = backbones.get("image_backbone", backbones.get("backbone"))
+        text = backbones.get("text_backbone", backbones.get("backbone"))
+        if image is None or text is None:
+            raise ValueError("model section needs 'backbone' or both 'image_backbone' and 'text_backbone'")
+        return Preprocess(image.image_size, tuple(image.mean), tuple(image.std), text.tokenizer())
+
+
+def build_model(cfg: Config, backbones: dict[str, nn.Module], num_classes: int | None) -> HashModel:
+    """Build ``cfg['model']`` around already built backbones (the ``*backbone`` keys of the section).
+
+    ``num_classes`` is passed to models whose constructor takes it (class-aware losses and classifiers).
+    """
+    section = {k: v for k, v in cfg["model"].items() if k not in backbones}
+    return build("model", section, "model", cfg, num_classes=num_classes, **backbones)
+
+
+registry.set_base("model", HashModel)

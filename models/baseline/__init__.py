@@ -1,0 +1,1 @@
+from models.baseline import clip_baseline  # noqa: F401  (registers CLIPBaseline)
