@@ -1,0 +1,61 @@
+import math
+
+import pytest
+import torch
+
+from runners.optim import BertAdam, build_adamw, cosine_with_warmup, warmup_cosine
+
+
+def test_warmup_cosine_factor():
+    assert warmup_cosine(0.0, 0.1) == 0.0
+    assert warmup_cosine(0.05, 0.1) == pytest.approx(0.5)
+    # the cosine runs on the raw progress, so warm-up ends with a drop from 1.0 to 0.976
+    assert warmup_cosine(0.1, 0.1) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.1)))
+    assert warmup_cosine(1.0, 0.1) == pytest.approx(0.0)
+    assert cosine_with_warmup(0.1, 0.1) == pytest.approx(1.0)
+
+
+def test_bert_adam_matches_hand_computed_three_steps():
+    """Scalar parameter, t_total 4, warmup 0.5: factors 0, 0.5, then 0.5(1+cos(pi/2)) = 0.5."""
+    lr, b1, b2, e, wd = 0.1, 0.9, 0.98, 1e-6, 0.2
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = BertAdam([p], lr=lr, t_total=4, warmup=0.5, b1=b1, b2=b2, e=e, weight_decay=wd, max_grad_norm=1.0)
+    grads = [torch.tensor([0.3, -0.4]), torch.tensor([3.0, 4.0]), torch.tensor([-0.1, 0.2])]
+    factors = [0.0, 0.5, 0.5 * (1 + math.cos(math.pi * 0.5))]
+    ref = [1.0, -2.0]
+    m, v = [0.0, 0.0], [0.0, 0.0]
+    for g, factor in zip(grads, factors):
+        g = g.tolist()
+        norm = math.sqrt(sum(x * x for x in g))
+        if norm > 1.0:  # per-tensor clipping as torch's clip_grad_norm_ does it
+            g = [x / (norm + 1e-6) for x in g]
+        for i in range(2):
+            m[i] = b1 * m[i] + (1 - b1) * g[i]
+            v[i] = b2 * v[i] + (1 - b2) * g[i] ** 2
+            update = m[i] / (math.sqrt(v[i]) + e) + wd * ref[i]
+            ref[i] -= lr * factor * update
+    for g in grads:
+        p.grad = g.clone()
+        opt.step()
+    assert p.detach().tolist() == pytest.approx(ref, abs=1e-6)
+    assert ref != pytest.approx([1.0, -2.0])
+
+
+def test_bert_adam_state_dict_round_trip_is_plain_data(tmp_path):
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = BertAdam([p], lr=0.1, t_total=10)
+    p.grad = torch.ones(3)
+    opt.step()
+    torch.save(opt.state_dict(), tmp_path / "o.pt")
+    state = torch.load(tmp_path / "o.pt", weights_only=True)
+    opt2 = BertAdam([torch.nn.Parameter(torch.ones(3))], lr=0.1, t_total=10)
+    opt2.load_state_dict(state)
+    assert opt2.param_groups[0]["schedule"] is warmup_cosine
+    assert opt2.current_lrs()["0"] == pytest.approx(0.1 * warmup_cosine(0.1, 0.1))
+
+
+def test_group_learning_rates_follow_backbone_and_head():
+    a, b = torch.nn.Parameter(torch.ones(1)), torch.nn.Parameter(torch.ones(1))
+    groups = [{"group": "backbone", "params": [a]}, {"group": "head", "params": [b]}]
+    opt, sched = build_adamw(groups, total_steps=10, lr=1e-3, backbone_lr=1e-5, warmup=0.0)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-5, 1e-3])
