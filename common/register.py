@@ -62,7 +62,7 @@ class Registry:
                     f"{obj.__module__}.{obj.__qualname__}; rename one of them")
             base = self._bases.get(kind)
             if base is not None and not (inspect.isclass(obj) and issubclass(obj, base)):
-                raise RegistryError(f"{kind} '{name}' ({obj.__qualname__}) must subclass {base.__qualname__}")
+                raise RegistryError(f"{kind} '{name}' ({obj.__qualname__}) must subclass {base.__name__}")
             table[name] = obj
             return obj
 

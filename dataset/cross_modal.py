@@ -1,0 +1,125 @@
+"""The torch side of cross-modal data: one ``Dataset`` class for every split, and the ``mat_triple`` builder.
+
+A dataset builder (registered under ``dataset``) turns its config section into :class:`DatasetSplits`:
+train, query and retrieval datasets over the same rows, yielding the batch dict of DESIGN.md
+(``image``, ``text``, ``label``, ``index``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from common.register import registry
+from dataset.images import open_images
+from dataset.mat_triple import read_mat_triple
+from dataset.records import PairedData
+from dataset.splits import make_split
+from dataset.transforms import image_transform
+
+CAPTION_MODES = ("random", "first")
+
+
+class CrossModalDataset(Dataset):
+    """Rows ``indices`` of a :class:`PairedData` as image/text/label items.
+
+    ``index`` in an item is its position in this split (memory banks and gathered batches use it);
+    ``modalities`` limits an item to the image or the text (evaluation sets of caption data). With
+    several captions per row, ``caption_mode='random'`` draws one per load from an RNG keyed by
+    (seed, epoch, row), so the choice is the same whatever the number of workers or processes and a resumed
+    run sees the captions the uninterrupted run saw; ``first`` always takes the first caption.
+    """
+
+    def __init__(self, data: PairedData, indices: np.ndarray, images, transform, tokenizer,
+                 caption_mode: str = "first", seed: int = 0, modalities=("image", "text")):
+        if caption_mode not in CAPTION_MODES:
+            raise ValueError(f"caption mode must be one of {CAPTION_MODES}, got '{caption_mode}'")
+        self.data, self.indices, self.images = data, np.asarray(indices, dtype=np.int64), images
+        self.transform, self.tokenizer = transform, tokenizer
+        self.caption_mode, self.seed, self.epoch = caption_mode, seed, 0
+        self.modalities = tuple(modalities)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def caption(self, row: int) -> str:
+        captions = self.data.captions[row]
+        if self.caption_mode == "first" or len(captions) == 1:
+            return captions[0]
+        return captions[np.random.default_rng((self.seed, self.epoch, row)).integers(len(captions))]
+
+    def __getitem__(self, position: int) -> dict:
+        row = int(self.indices[position])
+        item = {"index": torch.tensor(position, dtype=torch.long)}
+        if "image" in self.modalities:
+            item["image"] = self.transform(self.images[row])
+        if "text" in self.modalities:
+            item["text"] = self.tokenizer([self.caption(row)])[0]
+        if self.data.labels is not None:
+            item["label"] = torch.from_numpy(self.data.labels[row].astype(np.float32))
+        return item
+
+    @property
+    def labels(self) -> torch.Tensor | None:
+        """All labels of this split in item order (for evaluation), or None for label-free data."""
+        if self.data.labels is None:
+            return None
+        return torch.from_numpy(self.data.labels[self.indices].astype(np.float32))
+
+
+@dataclass
+class DatasetSplits:
+    """What a dataset builder returns."""
+
+    train: Dataset
+    query: Dataset | None
+    retrieval: Dataset | None
+    split: dict[str, np.ndarray]
+    num_classes: int | None
+    meta: dict = field(default_factory=dict)
+    caption_eval: object | None = None  # label-free data: a CaptionEval (dataset/caption_retrieval.py)
+
+
+def make_datasets(data: PairedData, split: dict[str, np.ndarray], preprocess, image_cache: str | None = None,
+                  train_transform: str = "original", train_caption: str = "random",
+                  eval_caption: str = "first", seed: int = 0) -> DatasetSplits:
+    """Wrap the rows of ``data`` into train / query / retrieval datasets sharing one image source."""
+    images = open_images(data.images, cache_dir=image_cache, resolution=preprocess.image_size if image_cache else None)
+    size, mean, std = preprocess.image_size, preprocess.mean, preprocess.std
+    train_tf = image_transform(size, mean, std, train=True, kind=train_transform)
+    eval_tf = image_transform(size, mean, std, train=False)
+
+    def part(name, transform, caption_mode):
+        return CrossModalDataset(data, split[name], images, transform, preprocess.tokenizer, caption_mode, seed)
+
+    num_classes = None if data.labels is None else int(data.labels.shape[1])
+    return DatasetSplits(part("train", train_tf, train_caption), part("query", eval_tf, eval_caption),
+                         part("retrieval", eval_tf, eval_caption), split, num_classes, dict(data.meta))
+
+
+@registry.register_dataset("mat_triple")
+def mat_triple(preprocess, seed: int, root: str, index_file: str = "index.mat", caption_file: str = "caption.mat",
+               label_file: str = "label.mat", image_root: str | None = None, path_keep: int | None = None,
+               path_prefix_map: dict | None = None, check_images: str = "sample", zero_label_rows: str = "warn",
+               dataset: str | None = None, split: str = "clip_hash", query_num: int | None = None,
+               train_num: int | None = None, split_seed: int | None = None, split_file: str | None = None,
+               image_cache: bool = False, train_transform: str = "original", train_caption: str = "random",
+               eval_caption: str = "first") -> DatasetSplits:
+    """The DCMHT-style ``.mat`` triple (index/caption/label) split by a preset (datasets.md §1-2).
+
+    ``image_cache: true`` decodes every image once into ``<root>/cache/`` (uint8 memmap per resolution).
+    """
+    data = read_mat_triple(root, index_file=index_file, caption_file=caption_file, label_file=label_file,
+                           image_root=image_root, path_keep=path_keep, path_prefix_map=path_prefix_map,
+                           check_images=check_images, zero_label_rows=zero_label_rows)
+    indices = make_split(len(data), preset=split, dataset=dataset, query_num=query_num, train_num=train_num,
+                         seed=split_seed, split_file=split_file)
+    cache = str(Path(root) / "cache") if image_cache else None
+    return make_datasets(data, indices, preprocess, cache, train_transform, train_caption, eval_caption, seed)
+

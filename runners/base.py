@@ -1,0 +1,470 @@
+"""The one training and evaluation loop.
+
+Every method runs through :class:`BaseRunner`. A method that needs something at a fixed stage overrides one
+hook (``on_train_start``, ``on_epoch_start``, ``after_step``, ``on_epoch_end``) in a registered subclass
+named by ``run.runner``; it never copies the loop.
+
+Written for ``torchrun``: one process per device; the sampler shards the data; the training outputs and
+the batch are gathered across ranks (with gradients) before the loss, so pairwise losses see the global
+batch; evaluation encodes shards and gathers the codes in dataset order; rank 0 alone writes.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+from tqdm import tqdm
+
+from common.config import Config, atomic_write_text, build, from_section
+from common.evaluation import EvalConfig, evaluate_retrieval, export_codes_mat, format_table, save_curves
+from common.register import registry
+from dataset.splits import save_split
+from models.base import HashModel, build_model
+from utils import distributed
+from utils.checkpoint import load, rng_state, save_atomic, seed_everything, set_rng_state
+from utils.logging import setup_logging
+
+AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+DIRECTIONS = ("i2t", "t2i")
+
+
+@dataclass
+class RunConfig:
+    """The ``run`` section.
+
+    Attributes:
+        runner: registered runner class.
+        epochs: training epochs.
+        batch_size: items per process per step (the global batch is batch_size x processes).
+        eval_batch_size: items per step when encoding; None = batch_size.
+        num_workers: DataLoader workers per process.
+        eval_every: evaluate every N epochs (and always after the last one).
+        seed: seeds python/numpy/torch, the shuffling and the caption draws.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        amp: ``none``, ``fp16`` or ``bf16`` autocast (CUDA only; ignored on CPU).
+        clip_grad_norm: global gradient-norm clipping (None = off; BertAdam clips per tensor itself).
+        accumulate_steps: micro-batches per optimiser step. The loss is computed once over all of them
+            (embeddings first without gradients, then each micro-batch again with gradients), so k
+            micro-batches of B train exactly like one batch of kB even for pairwise losses.
+        compile: wrap the model's forward in ``torch.compile``.
+        gather_across_ranks: let losses see the global batch under torchrun (the method as published).
+        find_unused_parameters: passed to DDP, for models with parameters a step may not use.
+        log_every: steps between loss lines in the log and TensorBoard.
+        progress: show tqdm progress bars.
+        save_codes: export codes and labels (.mat) and curves after evaluations.
+    """
+
+    runner: str = "BaseRunner"
+    epochs: int = 100
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    num_workers: int = 2
+    eval_every: int = 1
+    seed: int = 1814
+    device: str = "auto"
+    amp: str = "none"
+    clip_grad_norm: float | None = None
+    accumulate_steps: int = 1
+    compile: bool = False
+    gather_across_ranks: bool = True
+    find_unused_parameters: bool = False
+    log_every: int = 20
+    progress: bool = True
+    save_codes: bool = True
+
+    def __post_init__(self):
+        if self.amp not in AMP_DTYPES:
+            raise ValueError(f"run.amp must be one of {list(AMP_DTYPES)}, got '{self.amp}'")
+        for key in ("epochs", "batch_size", "eval_every", "log_every", "accumulate_steps"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"run.{key} must be at least 1, got {getattr(self, key)}")
+
+
+def build_backbones(cfg: Config) -> dict:
+    """Every ``model.*backbone`` section, built through the backbone registry."""
+    return {key: build("backbone", section, f"model.{key}", cfg)
+            for key, section in cfg["model"].items() if key.endswith("backbone")}
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+class BaseRunner:
+    """Builds everything from a config through the registry, then trains, evaluates and checkpoints."""
+
+    def __init__(self, cfg: Config, save_dir: str | Path | None, device: str | None = None):
+        self.cfg = cfg
+        self.run_cfg = from_section(RunConfig, cfg.get("run"), "run", cfg)
+        self.eval_cfg = from_section(EvalConfig, cfg.get("eval"), "eval", cfg)
+        self.dist = distributed.setup(device or self.run_cfg.device)
+        self.device = self.dist.device
+        self.save_dir = Path(save_dir) if save_dir is not None else None
+        if self.save_dir is not None and self.dist.is_main:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            cfg.dump(self.save_dir / "config.yaml")
+        self.logger = setup_logging(self.save_dir, self.dist.is_main)
+        seed_everything(self.run_cfg.seed)
+
+        backbones = build_backbones(cfg)
+        self.preprocess = HashModel.preprocess_of(backbones)
+        self.data = build("dataset", cfg["dataset"], "dataset", cfg, preprocess=self.preprocess,
+                          seed=self.run_cfg.seed)
+        self.model: HashModel = build_model(cfg, backbones, self.data.num_classes).to(self.device)
+        self.train_loader = self._loader(self.data.train, train=True)
+        self.steps_per_epoch = math.ceil(len(self.train_loader) / self.run_cfg.accumulate_steps)
+        self.optimizer, self.scheduler = build(
+            "optimizer", cfg["optimizer"], "optimizer", cfg, param_groups=self.model.param_groups(),
+            total_steps=self.steps_per_epoch * self.run_cfg.epochs)
+        self.extra_optimizers = self.model.extra_optimizers()
+        self.ddp_model = self.model
+        if self.dist.distributed:
+            self.ddp_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.run_cfg.find_unused_parameters)
+        if self.run_cfg.compile:
+            self.ddp_model = torch.compile(self.ddp_model)
+        self.amp_dtype = AMP_DTYPES[self.run_cfg.amp] if self.device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.epoch, self.global_step = 0, 0
+        self.history: list[dict] = []
+        self.best: dict[str, dict] = {}
+        self.writer = self._tensorboard()
+        if self.save_dir is not None and self.dist.is_main:
+            save_split(self.save_dir / "split.npz", self.data.split)
+
+    # ------------------------------------------------------------------ building blocks
+    def _loader(self, dataset, train: bool) -> DataLoader:
+        """Shuffled, rank-sharded loader for training; rank-sharded, ordered loader for encoding."""
+        sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                                     shuffle=train, seed=self.run_cfg.seed)
+        batch = self.run_cfg.batch_size if train else (self.run_cfg.eval_batch_size or self.run_cfg.batch_size)
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=self.run_cfg.num_workers,
+                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+
+    def _tensorboard(self):
+        if self.save_dir is None or not self.dist.is_main:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+        return SummaryWriter(str(self.save_dir / "tb"))
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ hooks
+    def on_train_start(self) -> None:
+        """Called once before the first epoch (after a resume too)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before each training epoch."""
+
+    def after_step(self, batch: dict, outputs: dict, losses: dict) -> None:
+        """Called after each optimiser step with the global batch and outputs."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Called after each training epoch, before evaluation and checkpointing."""
+
+    # ------------------------------------------------------------------ training
+    def gather_batch(self, outputs: dict, batch: dict) -> tuple[dict, dict]:
+        """Outputs and batch of every rank, so a loss that compares items sees the global batch."""
+        if not (self.dist.distributed and self.run_cfg.gather_across_ranks):
+            return outputs, batch
+        gathered = {k: distributed.gather(v) if torch.is_tensor(v) else v for k, v in outputs.items()}
+        batch = {k: distributed.gather(v) for k, v in batch.items() if k in ("label", "index")}
+        return gathered, batch
+
+    def train_step(self, micro_batches: list[dict]) -> dict[str, float]:
+        """One optimiser step over ``run.accumulate_steps`` micro-batches; returns the loss terms as floats."""
+        micro = [to_device(b, self.device) for b in micro_batches]
+        self.optimizer.zero_grad(set_to_none=True)
+        for opt in self.extra_optimizers.values():
+            opt.zero_grad(set_to_none=True)
+        if len(micro) == 1:
+            with self.autocast():
+                outputs = self.ddp_model(micro[0])
+            outputs, batch, losses = self._loss(outputs, micro[0])
+            self.scaler.scale(losses["total"]).backward()
+        else:
+            outputs, batch, losses = self._accumulated_backward(micro)
+        if self.run_cfg.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.run_cfg.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        for opt in self.extra_optimizers.values():
+            self.scaler.step(opt)
+        self.scaler.update()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.after_step(batch, outputs, losses)
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def _loss(self, outputs: dict, batch: dict) -> tuple[dict, dict, dict]:
+        """The method's loss on the global batch; a non-finite total stops training with advice."""
+        outputs, batch = self.gather_batch(outputs, batch)
+        losses = self.model.loss(outputs, batch)
+        if not torch.isfinite(losses["total"]):
+            raise FloatingPointError(f"loss became {float(losses['total'])} at epoch {self.epoch + 1}, step "
+                                     f"{self.global_step}: lower optimizer.lr or check the data")
+        return outputs, batch, losses
+
+    def _accumulated_backward(self, micro: list[dict]) -> tuple[dict, dict, dict]:
+        """Exact gradient accumulation for losses over the whole batch (the gradient-cache technique).
+
+        Forward every micro-batch without gradients, compute the loss once on the concatenated outputs,
+        then forward each micro-batch again (same RNG state) and back-propagate its slice of the output
+        gradients. DDP synchronises only on the last micro-batch.
+        """
+        rng, detached = [], []
+        with torch.no_grad():
+            for batch in micro:
+                rng.append(self._rng_snapshot())
+                with self.autocast():
+                    detached.append(self.model(batch))
+        keys = [k for k, v in detached[0].items() if torch.is_tensor(v)]
+        outputs = {k: torch.cat([d[k] for d in detached]).requires_grad_() for k in keys}
+        batch = {k: torch.cat([b[k] for b in micro]) for k in micro[0] if k in ("label", "index")}
+        gathered, global_batch, losses = self._loss(outputs, batch)
+        self.scaler.scale(losses["total"]).backward()
+        start = 0
+        for i, part in enumerate(micro):
+            self._rng_restore(rng[i])
+            sync = self.ddp_model.no_sync() if self.dist.distributed and i < len(micro) - 1 else nullcontext()
+            with sync, self.autocast():
+                out = self.ddp_model(part)
+            size = len(part["index"])
+            surrogate = sum((out[k] * outputs[k].grad[start:start + size]).sum() for k in keys)
+            surrogate.backward()
+            start += size
+        return gathered, global_batch, losses
+
+    def _rng_snapshot(self) -> tuple:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return torch.get_rng_state(), cuda
+
+    def _rng_restore(self, state: tuple) -> None:
+        torch.set_rng_state(state[0])
+        if state[1] is not None:
+            torch.cuda.set_rng_state(state[1], self.device)
+
+    def micro_batch_groups(self):
+        """The training loader's batches in groups of ``run.accumulate_steps`` (the last may be shorter)."""
+        group = []
+        for batch in self.train_loader:
+            group.append(batch)
+            if len(group) == self.run_cfg.accumulate_steps:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        self.train_loader.sampler.set_epoch(epoch)
+        self.data.train.set_epoch(epoch)
+        sums: dict[str, float] = {}
+        bar = tqdm(self.micro_batch_groups(), total=self.steps_per_epoch, leave=False,
+                   desc=f"epoch {epoch + 1}/{self.run_cfg.epochs}",
+                   disable=not (self.run_cfg.progress and self.dist.is_main), dynamic_ncols=True)
+        for group in bar:
+            losses = self.train_step(group)
+            self.global_step += 1
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{losses['total']:.4f}")
+            if self.global_step % self.run_cfg.log_every == 0:
+                self._log_scalars("train", losses)
+                self._log_scalars("lr", self.current_lrs())
+        means = {k: v / self.steps_per_epoch for k, v in sums.items()}
+        self.logger.info(f"epoch {epoch + 1}/{self.run_cfg.epochs} " + " ".join(
+            f"{k}={v:.4f}" for k, v in means.items()))
+        return means
+
+    def current_lrs(self) -> dict[str, float]:
+        if hasattr(self.optimizer, "current_lrs"):
+            return self.optimizer.current_lrs()
+        return {g.get("group", str(i)): g["lr"] for i, g in enumerate(self.optimizer.param_groups)}
+
+    def fit(self) -> dict:
+        """Train from ``self.epoch`` to ``run.epochs``, evaluating and checkpointing; returns the summary."""
+        self.on_train_start()
+        self.logger.info(f"training {self.cfg['model']['name']} for {self.run_cfg.epochs} epochs, "
+                         f"{self.steps_per_epoch} steps each, on {self.device} x {self.dist.world_size}")
+        for epoch in range(self.epoch, self.run_cfg.epochs):
+            start = time.time()
+            self.on_epoch_start(epoch)
+            self.train_epoch(epoch)
+            self.on_epoch_end(epoch)
+            self.epoch = epoch + 1
+            last = self.epoch == self.run_cfg.epochs
+            improved = False
+            if self.epoch % self.run_cfg.eval_every == 0 or last:
+                improved = self.evaluate_and_record()
+            self.save_checkpoint(improved)
+            self.logger.info(f"epoch {self.epoch} took {time.time() - start:.1f}s")
+        return self.summary()
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def encode(self, dataset, modalities=("image", "text")) -> dict[str, torch.Tensor]:
+        """Binary codes of a whole split per modality, in dataset order, on every rank."""
+        self.model.eval()
+        encoders = {"image": self.model.encode_image, "text": self.model.encode_text}
+        parts: dict[str, list] = {m: [] for m in (*modalities, "index")}
+        for batch in self._loader(dataset, train=False):
+            batch = to_device(batch, self.device)
+            with self.autocast():
+                for m in modalities:
+                    parts[m].append(self.model.binarize(encoders[m](batch[m]).float()))
+            parts["index"].append(batch["index"])
+        gathered = {m: distributed.gather(torch.cat(v)) for m, v in parts.items()}
+        index = gathered.pop("index")
+        order = torch.empty(len(dataset), dtype=torch.long, device=index.device)
+        order[index] = torch.arange(len(index), device=index.device)  # DistributedSampler pads by repeating
+        return {m: codes[order].cpu() for m, codes in gathered.items()}
+
+    def compute_codes(self) -> tuple[dict, dict | None]:
+        """Codes (and labels) of the evaluation sets; label-free caption data gives labels None."""
+        captions = self.data.caption_eval
+        if captions is not None:
+            return {"image": self.encode(captions.images, ("image",))["image"],
+                    "text": self.encode(captions.captions, ("text",))["text"]}, None
+        query, retrieval = self.encode(self.data.query), self.encode(self.data.retrieval)
+        codes = {"query_image": query["image"], "query_text": query["text"],
+                 "retrieval_image": retrieval["image"], "retrieval_text": retrieval["text"]}
+        return codes, {"query": self.data.query.labels, "retrieval": self.data.retrieval.labels}
+
+    @property
+    def primary(self) -> str:
+        """The per-direction number that picks the best epoch."""
+        return "R@mean" if self.data.caption_eval is not None else "mAP@all"
+
+    def score(self, codes: dict, labels: dict | None, cfg: EvalConfig | None = None) -> dict:
+        """Every metric per direction: retrieval metrics with labels, caption Recall@K without."""
+        if labels is not None:
+            return evaluate_retrieval(codes, labels, cfg or self.eval_cfg)
+        return self.data.caption_eval.recall(codes["image"], codes["text"])
+
+    def evaluate(self) -> dict:
+        """Encode the evaluation sets once and compute every metric."""
+        return self.score(*self.compute_codes())
+
+    def random_code_baseline(self) -> dict[str, float]:
+        """The primary metric of random codes on this split: the level a trained model must clearly beat."""
+        gen = torch.Generator().manual_seed(0)
+        captions = self.data.caption_eval
+        if captions is not None:
+            sizes = {"image": len(captions.images), "text": len(captions.captions)}
+            labels = None
+        else:
+            sizes = {"query_image": len(self.data.query), "query_text": len(self.data.query),
+                     "retrieval_image": len(self.data.retrieval), "retrieval_text": len(self.data.retrieval)}
+            labels = {"query": self.data.query.labels, "retrieval": self.data.retrieval.labels}
+        codes = {k: torch.randint(0, 2, (n, self.model.bits), generator=gen).float() * 2 - 1
+                 for k, n in sizes.items()}
+        results = self.score(codes, labels, EvalConfig(map_topk=(None,), precision_k=(), tie_aware=False,
+                                                       directions=DIRECTIONS))
+        return {d: results[d][self.primary] for d in DIRECTIONS}
+
+    def evaluate_and_record(self) -> bool:
+        """Evaluate, log, and write metrics.json / codes / curves; True if the mean primary metric improved."""
+        codes, labels = self.compute_codes()
+        if not self.dist.is_main:
+            return False
+        results = self.score(codes, labels)
+        self.history.append({"epoch": self.epoch, "step": self.global_step, **results})
+        for direction, values in results.items():
+            self._log_scalars(f"eval/{direction}", values)
+        key = self.primary
+        score = float(np.mean([results[d][key] for d in DIRECTIONS]))
+        improved = score > self.best.get("mean", {}).get(key, -1.0)
+        for direction in DIRECTIONS:
+            if results[direction][key] > self.best.get(direction, {}).get(key, -1.0):
+                self.best[direction] = {"epoch": self.epoch, key: results[direction][key]}
+        if improved:
+            self.best["mean"] = {"epoch": self.epoch, key: score}
+        self.logger.info(f"evaluation after epoch {self.epoch}:\n{format_table(results)}")
+        self.logger.info(f"{key}  " + "  ".join(f"{d}={results[d][key]:.4f}" for d in DIRECTIONS)
+                         + "  (best " + "  ".join(f"{d}={self.best[d][key]:.4f}@{self.best[d]['epoch']}"
+                                                  for d in DIRECTIONS) + ")")
+        if self.save_dir is not None:
+            self.write_metrics()
+            if self.run_cfg.save_codes and labels is not None:
+                self._save_codes(codes, labels, "last")
+                if improved:
+                    self._save_codes(codes, labels, "best")
+                save_curves(codes, labels, self.save_dir / "curves")
+        return improved
+
+    def _save_codes(self, codes: dict, labels: dict, tag: str) -> None:
+        (self.save_dir / "codes").mkdir(exist_ok=True)
+        export_codes_mat(self.save_dir / "codes" / f"{tag}.mat", codes, labels)
+
+    def summary(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        return {"last": last, "best": self.best, "history": self.history}
+
+    def write_metrics(self) -> None:
+        atomic_write_text(self.save_dir / "metrics.json", json.dumps(self.summary(), indent=2))
+
+    def _log_scalars(self, prefix: str, values: dict) -> None:
+        if self.writer is None:
+            return
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(f"{prefix}/{key}", value, self.global_step)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                "extra_optimizers": {k: o.state_dict() for k, o in self.extra_optimizers.items()},
+                "scaler": self.scaler.state_dict(), "epoch": self.epoch, "global_step": self.global_step,
+                "best": self.best, "history": self.history, "rng": rng_state(),
+                "config": json.loads(json.dumps(dict(self.cfg)))}
+
+    def save_checkpoint(self, best: bool) -> None:
+        """``checkpoints/last.pt`` every epoch and ``best.pt`` when the mean mAP improved, both atomic."""
+        if self.save_dir is None or not self.dist.is_main:
+            return
+        state = self.state_dict()
+        save_atomic(state, self.save_dir / "checkpoints" / "last.pt")
+        if best:
+            save_atomic(state, self.save_dir / "checkpoints" / "best.pt")
+
+    def load_checkpoint(self, path: str | Path, resume: bool) -> None:
+        """Load model weights; with ``resume`` also optimiser, scheduler, RNG, epoch and history."""
+        state = load(path, map_location=self.device)
+        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint '{path}' does not fit model {self.cfg['model']['name']}: "
+                             f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        if not resume:
+            return
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        for name, opt in self.extra_optimizers.items():
+            opt.load_state_dict(state["extra_optimizers"][name])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.best, self.history = state["best"], state["history"]
+        set_rng_state(state["rng"])
+        self.logger.info(f"resumed from '{path}' at epoch {self.epoch}")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+registry.register_runner("BaseRunner")(BaseRunner)
+registry.set_base("runner", BaseRunner)

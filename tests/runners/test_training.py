@@ -1,0 +1,122 @@
+"""End-to-end runs of the real ``main`` and runner on the synthetic data (CPU, tiny CLIP)."""
+import hashlib
+import json
+
+import pytest
+import torch
+
+from common.config import load_config
+from main import main, register_all
+from runners.base import BaseRunner
+
+CONFIG = "configs/DCMHT/synthetic.yaml"
+
+
+def runner_for(opts, save_dir):
+    register_all()
+    return BaseRunner(load_config(CONFIG, opts), save_dir)
+
+
+def test_short_run_improves_map_and_writes_run_directory(small_run, tmp_path):
+    runner = runner_for(small_run(epochs=3, **{"optimizer.lr": 0.003}), tmp_path / "run")
+    before = runner.evaluate()
+    runner.fit()
+    runner.close()
+    after = json.loads((tmp_path / "run" / "metrics.json").read_text())["last"]
+    for direction in ("i2t", "t2i"):
+        assert after[direction]["mAP@all"] > before[direction]["mAP@all"] + 0.02
+    run = tmp_path / "run"
+    for name in ("config.yaml", "train.log", "metrics.json", "split.npz", "checkpoints/last.pt",
+                 "checkpoints/best.pt", "codes/last.mat"):
+        assert (run / name).is_file(), name
+    assert list((run / "tb").iterdir())
+    assert load_config(run / "config.yaml")["run"]["epochs"] == 3
+
+
+def test_resume_continues_exactly(small_run, tmp_path):
+    straight = runner_for(small_run(epochs=2), tmp_path / "a")
+    straight.fit()
+    half = runner_for(small_run(epochs=2), tmp_path / "b")
+    half.run_cfg.epochs = 1
+    half.fit()
+    resumed = runner_for(small_run(epochs=2), tmp_path / "c")
+    resumed.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt", resume=True)
+    assert resumed.epoch == 1
+    resumed.fit()
+    a, c = straight.model.state_dict(), resumed.model.state_dict()
+    assert max(float((a[k].float() - c[k].float()).abs().max()) for k in a) <= 1e-6
+    assert straight.history[-1]["i2t"]["mAP@all"] == pytest.approx(resumed.history[-1]["i2t"]["mAP@all"], abs=1e-9)
+
+
+def test_eval_only_with_checkpoint(small_run, tmp_path, capsys):
+    assert main(["--config-file", CONFIG, "--save-dir", str(tmp_path / "r"), "--opts", *small_run()]) == 0
+    ckpt = tmp_path / "r" / "checkpoints" / "last.pt"
+    assert main(["--config-file", CONFIG, "--save-dir", str(tmp_path / "e"), "--eval-only", "--checkpoint",
+                 str(ckpt), "--opts", *small_run()]) == 0
+    trained = json.loads((tmp_path / "r" / "metrics.json").read_text())["last"]
+    evaluated = json.loads((tmp_path / "e" / "metrics.json").read_text())["last"]
+    assert evaluated["i2t"]["mAP@all"] == pytest.approx(trained["i2t"]["mAP@all"])
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def finished_run(small_run, tmp_path):
+    """A run directory with a checkpoint that the failing commands below must leave untouched."""
+    run = tmp_path / "run"
+    assert main(["--config-file", CONFIG, "--save-dir", str(run), "--opts", *small_run()]) == 0
+    return run
+
+
+def failing(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code != 0
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_inputs_fail_with_one_line_and_keep_checkpoints(finished_run, small_run, tmp_path, capsys):
+    ckpt = finished_run / "checkpoints" / "last.pt"
+    before = digest(ckpt)
+    base = ["--config-file", CONFIG, "--save-dir", str(finished_run)]
+    assert "nope.yaml' not found" in failing(capsys, ["--config-file", "nope.yaml"])
+    assert "unknown model 'DCHMT'; did you mean 'DCMHT'" in failing(
+        capsys, base + ["--opts", *small_run(**{"model.name": "DCHMT"})])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"_base_: [{(load_config(CONFIG).path and __import__('os').path.abspath(CONFIG))}]\nmodel:\n  varteta: 0.5\n")
+    err = failing(capsys, ["--config-file", str(bad), "--save-dir", str(finished_run), "--opts", *small_run()])
+    assert "unknown key 'model.varteta'; did you mean 'vartheta'" in err and "bad.yaml" in err
+    err = failing(capsys, base + ["--opts", *small_run(**{"model.backbone.weights": str(tmp_path / "ViT-B-32.pt")})])
+    assert "ViT-B-32.pt" in err and "model.backbone.weights" in err
+    err = failing(capsys, base + ["--resume", str(tmp_path / "missing.pt"), "--opts", *small_run()])
+    assert "missing.pt" in err
+    assert digest(ckpt) == before
+
+
+def test_missing_dataset_file_and_row_mismatch(small_run, tmp_path, capsys):
+    from scipy.io import savemat
+
+    from dataset.mat_triple import write_mat_triple
+    root = tmp_path / "triple"
+    (root / "images").mkdir(parents=True)
+    from PIL import Image
+    for i in range(4):
+        Image.new("RGB", (8, 8)).save(root / "images" / f"{i}.png")
+    write_mat_triple(str(root), [f"images/{i}.png" for i in range(4)], [["a b"]] * 4,
+                     torch.eye(4, dtype=torch.uint8).numpy())
+    cfg = tmp_path / "triple.yaml"
+    cfg.write_text(
+        "_base_: [" + str((__import__('pathlib').Path(CONFIG)).resolve()) + "]\n"
+        "dataset:\n  _delete_: true\n  name: mat_triple\n  root: " + str(root) + "\n  split: custom\n"
+        "  query_num: 1\n  train_num: 2\n  split_seed: 0\n")
+    argv = ["--config-file", str(cfg), "--save-dir", str(tmp_path / "r"), "--opts", "run.epochs=1",
+            "run.device=cpu", "run.num_workers=0", "run.progress=false", "run.batch_size=2"]
+    assert main(argv) == 0
+    (root / "label.mat").unlink()
+    assert "label.mat" in failing(capsys, argv)
+    savemat(root / "label.mat", {"category": torch.eye(5, dtype=torch.uint8).numpy()})
+    err = failing(capsys, argv)
+    assert "label.mat" in err and "5" in err and "4" in err

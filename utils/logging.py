@@ -1,0 +1,31 @@
+"""The framework's logger: console plus ``train.log`` in the run directory, rank 0 only."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+LOGGER_NAME = "hashing"
+
+
+def get_logger() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)
+
+
+def setup_logging(run_dir: str | Path | None, is_main: bool = True) -> logging.Logger:
+    """Log INFO to stdout and to ``run_dir/train.log`` on rank 0; other ranks log warnings only."""
+    logger = get_logger()
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+        handler.close()
+    logger.setLevel(logging.INFO if is_main else logging.WARNING)
+    logger.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stdout)
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if run_dir is not None and is_main:
+        file = logging.FileHandler(Path(run_dir) / "train.log")
+        file.setFormatter(fmt)
+        logger.addHandler(file)
+    return logger
