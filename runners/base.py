@@ -116,8 +116,9 @@ class BaseRunner:
 
         backbones = build_backbones(cfg)
         self.preprocess = HashModel.preprocess_of(backbones)
-        self.data = build("dataset", cfg["dataset"], "dataset", cfg, preprocess=self.preprocess,
-                          seed=self.run_cfg.seed)
+        with distributed.main_process_first():
+            self.data = build("dataset", cfg["dataset"], "dataset", cfg, preprocess=self.preprocess,
+                              seed=self.run_cfg.seed)
         self.model: HashModel = build_model(cfg, backbones, self.data.num_classes).to(self.device)
         self.train_loader = self._loader(self.data.train, train=True)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / self.run_cfg.accumulate_steps)

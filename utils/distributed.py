@@ -6,6 +6,7 @@ process every helper here degrades to the identity, so the same code path runs e
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -61,6 +62,17 @@ def cleanup() -> None:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+@contextmanager
+def main_process_first():
+    """Rank 0 runs the block first (generating data, building caches); the others run it after, reusing that."""
+    is_main = not dist.is_initialized() or dist.get_rank() == 0
+    if not is_main:
+        barrier()
+    yield
+    if is_main:
+        barrier()
 
 
 def _all_gather_cat(tensor: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
