@@ -48,11 +48,15 @@ class CrossModalDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def caption_index(self, row: int) -> int:
+        """Which of the row's captions this load uses (0 unless drawn at random)."""
+        count = len(self.data.captions[row])
+        if self.caption_mode == "first" or count == 1:
+            return 0
+        return int(np.random.default_rng((self.seed, self.epoch, row)).integers(count))
+
     def caption(self, row: int) -> str:
-        captions = self.data.captions[row]
-        if self.caption_mode == "first" or len(captions) == 1:
-            return captions[0]
-        return captions[np.random.default_rng((self.seed, self.epoch, row)).integers(len(captions))]
+        return self.data.captions[row][self.caption_index(row)]
 
     def __getitem__(self, position: int) -> dict:
         row = int(self.indices[position])

@@ -48,7 +48,36 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
         self.bits = bits
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Training outputs; a batch of cached backbone features (``run.feature_cache``) skips the backbone."""
+        if "image_features" in batch:
+            return {"image": self.hash_image(batch["image_features"]),
+                    "text": self.hash_text(batch["text_features"])}
         return {"image": self.encode_image(batch["image"]), "text": self.encode_text(batch["text"])}
+
+    def image_features(self, image: torch.Tensor) -> torch.Tensor:
+        """What the hash head reads from the image tower (the feature cache stores exactly this)."""
+        return self.backbone.encode_image(image)
+
+    def text_features(self, text: torch.Tensor) -> torch.Tensor:
+        """What the hash head reads from the text tower (the feature cache stores exactly this)."""
+        return self.backbone.encode_text(text)
+
+    @property
+    def supports_feature_cache(self) -> bool:
+        """True for models split into ``*_features`` (backbone) and ``hash_image`` / ``hash_text`` (head)."""
+        return callable(getattr(self, "hash_image", None)) and callable(getattr(self, "hash_text", None))
+
+    def freeze_backbone(self) -> None:
+        """Train only the heads: backbone weights get no gradient and the backbone stays in eval mode."""
+        self.backbone.requires_grad_(False)
+        self.backbone_frozen = True
+        self.backbone.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if getattr(self, "backbone_frozen", False):
+            self.backbone.eval()
+        return self
 
     @abc.abstractmethod
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
@@ -97,13 +126,20 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
         return Preprocess(image.image_size, tuple(image.mean), tuple(image.std), text.tokenizer())
 
 
+FRAMEWORK_MODEL_KEYS = ("freeze_backbone",)
+
+
 def build_model(cfg: Config, backbones: dict[str, nn.Module], num_classes: int | None) -> HashModel:
     """Build ``cfg['model']`` around already built backbones (the ``*backbone`` keys of the section).
 
     ``num_classes`` is passed to models whose constructor takes it (class-aware losses and classifiers).
+    ``model.freeze_backbone: true`` is handled here for every model.
     """
-    section = {k: v for k, v in cfg["model"].items() if k not in backbones}
-    return build("model", section, "model", cfg, num_classes=num_classes, **backbones)
+    section = {k: v for k, v in cfg["model"].items() if k not in backbones and k not in FRAMEWORK_MODEL_KEYS}
+    model = build("model", section, "model", cfg, num_classes=num_classes, **backbones)
+    if cfg["model"].get("freeze_backbone", False):
+        model.freeze_backbone()
+    return model
 
 
 registry.set_base("model", HashModel)

@@ -23,11 +23,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from common.config import Config, atomic_write_text, build, from_section
+from common.config import Config, ConfigError, atomic_write_text, build, from_section
 from common.evaluation import EvalConfig, evaluate_retrieval, export_codes_mat, format_table, save_curves
 from common.register import registry
 from dataset.splits import save_split
 from models.base import HashModel, build_model
+from runners.feature_cache import cached_features
 from utils import distributed
 from utils.checkpoint import load, rng_state, save_atomic, seed_everything, set_rng_state
 from utils.logging import setup_logging
@@ -55,6 +56,9 @@ class RunConfig:
             (embeddings first without gradients, then each micro-batch again with gradients), so k
             micro-batches of B train exactly like one batch of kB even for pairwise losses.
         compile: wrap the model's forward in ``torch.compile``.
+        feature_cache: with ``model.freeze_backbone: true``, encode every image and caption once and train
+            only the heads from the cached features (runners/feature_cache.py).
+        feature_cache_dir: where cached features are kept (one file per split, keyed by their inputs).
         gather_across_ranks: let losses see the global batch under torchrun (the method as published).
         find_unused_parameters: passed to DDP, for models with parameters a step may not use.
         log_every: steps between loss lines in the log and TensorBoard.
@@ -74,6 +78,8 @@ class RunConfig:
     clip_grad_norm: float | None = None
     accumulate_steps: int = 1
     compile: bool = False
+    feature_cache: bool = False
+    feature_cache_dir: str = "cache/features"
     gather_across_ranks: bool = True
     find_unused_parameters: bool = False
     log_every: int = 20
@@ -91,7 +97,7 @@ class RunConfig:
 def build_backbones(cfg: Config) -> dict:
     """Every ``model.*backbone`` section, built through the backbone registry."""
     return {key: build("backbone", section, f"model.{key}", cfg)
-            for key, section in cfg["model"].items() if key.endswith("backbone")}
+            for key, section in cfg["model"].items() if key.endswith("backbone") and isinstance(section, dict)}
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -120,6 +126,9 @@ class BaseRunner:
             self.data = build("dataset", cfg["dataset"], "dataset", cfg, preprocess=self.preprocess,
                               seed=self.run_cfg.seed)
         self.model: HashModel = build_model(cfg, backbones, self.data.num_classes).to(self.device)
+        self.feature_cache = self.run_cfg.feature_cache
+        if self.feature_cache:
+            self._use_feature_cache()
         self.train_loader = self._loader(self.data.train, train=True)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / self.run_cfg.accumulate_steps)
         self.optimizer, self.scheduler = build(
@@ -150,6 +159,24 @@ class BaseRunner:
         batch = self.run_cfg.batch_size if train else (self.run_cfg.eval_batch_size or self.run_cfg.batch_size)
         return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=self.run_cfg.num_workers,
                           pin_memory=self.device.type == "cuda", persistent_workers=False)
+
+    def _use_feature_cache(self) -> None:
+        """Replace every split by its cached backbone features (the frozen-backbone fast path)."""
+        name = self.cfg["model"]["name"]
+        if not getattr(self.model, "backbone_frozen", False):
+            raise ConfigError("run.feature_cache needs model.freeze_backbone: true (features of a backbone "
+                              "that trains would go stale)")
+        if not self.model.supports_feature_cache:
+            raise ConfigError(f"run.feature_cache: model {name} does not split into image_features/text_features "
+                              f"and hash_image/hash_text, so its heads cannot train from cached features")
+        if self.data.caption_eval is not None:
+            raise ConfigError("run.feature_cache works with labelled datasets; set it to false for caption pairs")
+        batch = self.run_cfg.eval_batch_size or self.run_cfg.batch_size
+        with distributed.main_process_first():
+            for split in ("train", "query", "retrieval"):
+                setattr(self.data, split, cached_features(self.model, getattr(self.data, split),
+                                                          self.run_cfg.feature_cache_dir, self.device, batch,
+                                                          self.run_cfg.num_workers))
 
     def _tensorboard(self):
         if self.save_dir is None or not self.dist.is_main:
@@ -319,13 +346,17 @@ class BaseRunner:
     def encode(self, dataset, modalities=("image", "text")) -> dict[str, torch.Tensor]:
         """Binary codes of a whole split per modality, in dataset order, on every rank."""
         self.model.eval()
-        encoders = {"image": self.model.encode_image, "text": self.model.encode_text}
+        if self.feature_cache:
+            encoders = {"image": ("image_features", self.model.hash_image), "text": ("text_features", self.model.hash_text)}
+        else:
+            encoders = {"image": ("image", self.model.encode_image), "text": ("text", self.model.encode_text)}
         parts: dict[str, list] = {m: [] for m in (*modalities, "index")}
         for batch in self._loader(dataset, train=False):
             batch = to_device(batch, self.device)
             with self.autocast():
                 for m in modalities:
-                    parts[m].append(self.model.binarize(encoders[m](batch[m]).float()))
+                    key, encoder = encoders[m]
+                    parts[m].append(self.model.binarize(encoder(batch[key]).float()))
             parts["index"].append(batch["index"])
         gathered = {m: distributed.gather(torch.cat(v)) for m, v in parts.items()}
         index = gathered.pop("index")

@@ -111,6 +111,7 @@ def test_every_shipped_config_resolves_with_known_keys():
     from main import register_all
     from runners.base import RunConfig
     from common.evaluation import EvalConfig
+    from models.base import FRAMEWORK_MODEL_KEYS
 
     reg = register_all()
     root = Path(__file__).resolve().parents[2] / "configs"
@@ -122,9 +123,10 @@ def test_every_shipped_config_resolves_with_known_keys():
         from_section(EvalConfig, cfg.get("eval"), "eval", cfg)
         for section in ("model", "optimizer", "dataset"):
             kind = {"model": "model", "optimizer": "optimizer", "dataset": "dataset"}[section]
-            keys = {k: v for k, v in cfg[section].items() if k != "name" and not k.endswith("backbone")}
+            keys = {k: v for k, v in cfg[section].items()
+                    if k != "name" and not k.endswith("backbone") and k not in FRAMEWORK_MODEL_KEYS}
             check_keys(keys, reg.get(kind, cfg[section]["name"]), section, cfg)
         for key, sub in cfg["model"].items():
-            if key.endswith("backbone"):
+            if key.endswith("backbone") and isinstance(sub, dict):
                 check_keys({k: v for k, v in sub.items() if k != "name"}, reg.get("backbone", sub["name"]),
                            f"model.{key}", cfg)
