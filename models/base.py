@@ -6,7 +6,9 @@ only ever calls the methods below, so a new method needs nothing else from the f
 * ``forward(batch)`` -> dict of training outputs (first dimension = batch; the runner gathers them across
   processes before the loss, so pairwise losses see the global batch);
 * ``loss(outputs, batch)`` -> dict of named terms plus ``total`` (every term is logged);
-* ``encode_image`` / ``encode_text`` -> continuous codes, ``binarize`` -> {-1,+1} codes (B, bits);
+* ``encode_image`` / ``encode_text`` -> continuous codes, ``binarize`` -> {-1,+1} codes (B, bits); by
+  default a model only defines ``image_hash`` / ``text_hash`` modules, applied to the backbone's pooled
+  features (``image_features`` / ``text_features``), which also lets it train from cached features;
 * ``param_groups()`` -> which parameters are backbone (small lr) and which are head (large lr);
 * ``extra_optimizers()`` -> optimisers of auxiliary state that trains apart from the main optimiser
   (e.g. class proxies); the runner steps them and saves them with checkpoints.
@@ -65,7 +67,9 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
     @property
     def supports_feature_cache(self) -> bool:
         """True for models split into ``*_features`` (backbone) and ``hash_image`` / ``hash_text`` (head)."""
-        return callable(getattr(self, "hash_image", None)) and callable(getattr(self, "hash_text", None))
+        overridden = type(self).hash_image is not HashModel.hash_image
+        return overridden or (isinstance(getattr(self, "image_hash", None), nn.Module)
+                              and isinstance(getattr(self, "text_hash", None), nn.Module))
 
     def freeze_backbone(self) -> None:
         """Train only the heads: backbone weights get no gradient and the backbone stays in eval mode."""
@@ -79,13 +83,21 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
             self.backbone.eval()
         return self
 
-    @abc.abstractmethod
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        """Continuous (training-form) image codes."""
+        """Continuous (training-form) image codes: the head on the backbone features."""
+        return self.hash_image(self.image_features(image))
 
-    @abc.abstractmethod
     def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        """Continuous (training-form) text codes."""
+        """Continuous (training-form) text codes: the head on the backbone features."""
+        return self.hash_text(self.text_features(text))
+
+    def hash_image(self, features: torch.Tensor) -> torch.Tensor:
+        """The image head; by convention the ``image_hash`` module (models without one override encode_image)."""
+        return self.image_hash(features)
+
+    def hash_text(self, features: torch.Tensor) -> torch.Tensor:
+        """The text head; by convention the ``text_hash`` module."""
+        return self.text_hash(features)
 
     def binarize(self, out: torch.Tensor) -> torch.Tensor:
         """Default rule for tanh-like outputs: +1 where out >= 0, else -1 (never 0)."""
@@ -129,14 +141,15 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
 FRAMEWORK_MODEL_KEYS = ("freeze_backbone",)
 
 
-def build_model(cfg: Config, backbones: dict[str, nn.Module], num_classes: int | None) -> HashModel:
+def build_model(cfg: Config, backbones: dict[str, nn.Module], num_classes: int | None,
+                num_train: int | None = None) -> HashModel:
     """Build ``cfg['model']`` around already built backbones (the ``*backbone`` keys of the section).
 
-    ``num_classes`` is passed to models whose constructor takes it (class-aware losses and classifiers).
-    ``model.freeze_backbone: true`` is handled here for every model.
+    ``num_classes`` and ``num_train`` (training-set size, for memory banks) are passed to models whose
+    constructor takes them. ``model.freeze_backbone: true`` is handled here for every model.
     """
     section = {k: v for k, v in cfg["model"].items() if k not in backbones and k not in FRAMEWORK_MODEL_KEYS}
-    model = build("model", section, "model", cfg, num_classes=num_classes, **backbones)
+    model = build("model", section, "model", cfg, num_classes=num_classes, num_train=num_train, **backbones)
     if cfg["model"].get("freeze_backbone", False):
         model.freeze_backbone()
     return model

@@ -125,7 +125,8 @@ class BaseRunner:
         with distributed.main_process_first():
             self.data = build("dataset", cfg["dataset"], "dataset", cfg, preprocess=self.preprocess,
                               seed=self.run_cfg.seed)
-        self.model: HashModel = build_model(cfg, backbones, self.data.num_classes).to(self.device)
+        self.model: HashModel = build_model(cfg, backbones, self.data.num_classes,
+                                                 len(self.data.train)).to(self.device)
         self.feature_cache = self.run_cfg.feature_cache
         if self.feature_cache:
             self._use_feature_cache()

@@ -76,18 +76,6 @@ class DCMHT(HashModel):
         self.loss_type = loss_type
         self.quan_alpha = (0.0 if head == "canonical" else 0.001) if quan_alpha is None else quan_alpha
 
-    def hash_image(self, features: torch.Tensor) -> torch.Tensor:
-        return self.image_hash(features)
-
-    def hash_text(self, features: torch.Tensor) -> torch.Tensor:
-        return self.text_hash(features)
-
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return self.hash_image(self.image_features(image))
-
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        return self.hash_text(self.text_features(text))
-
     def binarize(self, out: torch.Tensor) -> torch.Tensor:
         return argmax_codes(out)
 

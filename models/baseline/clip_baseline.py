@@ -34,18 +34,6 @@ class CLIPBaseline(HashModel):
         self.text_hash = self.image_hash if share_hash_mlp else MLPHashHead(dim, bits, hidden, dropout)
         self.quan_alpha = quan_alpha
 
-    def hash_image(self, features: torch.Tensor) -> torch.Tensor:
-        return self.image_hash(features)
-
-    def hash_text(self, features: torch.Tensor) -> torch.Tensor:
-        return self.text_hash(features)
-
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return self.hash_image(self.image_features(image))
-
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
-        return self.hash_text(self.text_features(text))
-
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
         hv, ht = outputs["image"].float(), outputs["text"].float()
         sim = batch_similarity(batch)
