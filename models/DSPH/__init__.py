@@ -1,0 +1,1 @@
+from models.DSPH import model  # noqa: F401  (registers DSPH)
