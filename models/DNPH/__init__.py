@@ -1,0 +1,1 @@
+from models.DNPH import model  # noqa: F401  (registers DNPH)
