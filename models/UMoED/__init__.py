@@ -1,0 +1,1 @@
+from models.UMoED import model  # noqa: F401  (registers UMoED)
