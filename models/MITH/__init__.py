@@ -1,0 +1,1 @@
+from models.MITH import model  # noqa: F401  (registers MITH)
