@@ -1,0 +1,1 @@
+from models.TwDH import model  # noqa: F401  (registers TwDH)
