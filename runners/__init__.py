@@ -2,3 +2,4 @@
 from runners import base  # noqa: F401
 from runners import optim  # noqa: F401
 from runners import MITH  # noqa: F401
+from runners import TwDH  # noqa: F401
