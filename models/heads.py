@@ -79,3 +79,18 @@ class MLPHashHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.net(x))
+
+
+class TanhHashHead(nn.Module):
+    """``tanh(Dropout(Linear(x)))`` with PyTorch's default init: the proxy-hashing methods' layer (DSPH, DNPH).
+
+    Dropout acts on the pre-activation, as in their reference code.
+    """
+
+    def __init__(self, in_dim: int, bits: int, dropout: float):
+        super().__init__()
+        self.fc = nn.Linear(in_dim, bits)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dropout(self.fc(x)))

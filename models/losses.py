@@ -22,3 +22,8 @@ def sign_quantization(h: torch.Tensor) -> torch.Tensor:
     """mean((h - sign(h))^2) with the sign target detached: pulls relaxed codes toward +-1."""
     target = torch.where(h >= 0, 1.0, -1.0).to(h.dtype).detach()
     return (h - target).pow(2).mean()
+
+
+def pair_quantization(pairs: torch.Tensor) -> torch.Tensor:
+    """Q(P) = 1 - mean((2P - 1)^2) over two-way softmax outputs: 0 when every pair is one-hot."""
+    return 1 - (2 * pairs - 1).pow(2).mean()

@@ -19,7 +19,7 @@ from torch import nn
 from common.register import registry
 from models.base import HashModel
 from models.heads import FrameworkSelectHead, SelectHead, argmax_codes
-from models.losses import batch_similarity
+from models.losses import batch_similarity, pair_quantization
 
 HEADS = ("canonical", "framework")
 
@@ -37,11 +37,6 @@ def pair_loss(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor, margin: float
     if loss_type == "l2":
         return (sim * sq).mean(), ((1 - sim) * gap.pow(2)).mean()
     return (sim * dist).mean(), ((1 - sim) * gap).mean()
-
-
-def soft_quantization(pairs: torch.Tensor) -> torch.Tensor:
-    """Q(z) = 1 - mean((2z - 1)^2): pushes every slot probability toward 0 or 1 (framework head only)."""
-    return 1 - (2 * pairs - 1).pow(2).mean()
 
 
 @registry.register_model("DCMHT")
@@ -87,7 +82,7 @@ class DCMHT(HashModel):
             terms[f"{name}_pos"], terms[f"{name}_neg"] = pair_loss(a, b, sim, self.margin, self.loss_type)
         total = sum(terms.values())
         if self.quan_alpha:
-            terms["quant"] = (soft_quantization(x) + soft_quantization(t)) / 2
+            terms["quant"] = (pair_quantization(x) + pair_quantization(t)) / 2
             total = total + self.quan_alpha * terms["quant"]
         terms["total"] = total
         return terms

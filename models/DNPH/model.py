@@ -32,7 +32,7 @@ from torch import nn
 
 from common.register import registry
 from models.base import HashModel
-from models.heads import kaiming_fan_out_
+from models.heads import TanhHashHead, kaiming_fan_out_
 
 HEAD_INITS = ("default", "kaiming")
 
@@ -70,18 +70,6 @@ def uniform_term(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     vertices = random_vertices(*image.shape)
     return ((image * matched_vertices(image, vertices)).sum(1).mean()
             + (text * matched_vertices(text, vertices)).sum(1).mean())
-
-
-class TanhHashHead(nn.Module):
-    """``tanh(Dropout(Linear(x)))``: DNPH's hash layer, dropout on the pre-activation."""
-
-    def __init__(self, in_dim: int, bits: int, dropout: float):
-        super().__init__()
-        self.fc = nn.Linear(in_dim, bits)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dropout(self.fc(x)))
 
 
 @registry.register_model("DNPH")

@@ -33,6 +33,7 @@ from torch import nn
 
 from common.register import registry
 from models.base import HashModel
+from models.heads import TanhHashHead
 
 CODE_TABLE = Path(__file__).with_name("codetable.csv")
 
@@ -85,18 +86,6 @@ def irrelevant_terms(image: torch.Tensor, text: torch.Tensor, labels: torch.Tens
     count = unrelated.sum()
     return tuple(alpha * torch.relu(a @ b.t() - threshold)[unrelated].sum() / count
                  for a, b in ((x, x), (t, t), (x, t)))
-
-
-class TanhHashHead(nn.Module):
-    """``tanh(Dropout(Linear(x)))``: DSPH's hash layer, dropout on the pre-activation (spec §2.2)."""
-
-    def __init__(self, in_dim: int, bits: int, dropout: float):
-        super().__init__()
-        self.fc = nn.Linear(in_dim, bits)
-        self.dropout = nn.Dropout(dropout)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dropout(self.fc(x)))
 
 
 @registry.register_model("DSPH")

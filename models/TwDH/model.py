@@ -35,13 +35,9 @@ from torch import nn
 
 from common.register import registry
 from models.base import HashModel
+from models.losses import pair_quantization
 from models.heads import FrameworkSelectHead, argmax_codes, pairwise_softmax
 from models.TwDH.centers import center_targets, hash_centers, load_codebook, pair_onehot, tie_vector
-
-
-def pair_quantization(pairs: torch.Tensor) -> torch.Tensor:
-    """Q(P) = 1 - mean((2P - 1)^2): zero when every pair is one-hot (spec §3.2)."""
-    return 1 - (2 * pairs - 1).pow(2).mean()
 
 
 class Codebook(nn.Module):

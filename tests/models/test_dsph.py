@@ -6,7 +6,8 @@ import torch
 from common.config import load_config
 from main import register_all
 from models.backbones.clip import CLIPBackbone
-from models.DSPH.model import DSPH, TanhHashHead, code_threshold, init_proxies
+from models.DSPH.model import DSPH, code_threshold, init_proxies
+from models.heads import TanhHashHead
 from runners.base import BaseRunner
 
 CONFIG = "configs/DSPH/synthetic.yaml"

@@ -11,7 +11,8 @@ from main import main, register_all
 from models.backbones.clip import CLIPBackbone
 from models.TwDH.centers import (bernoulli_centers, center_targets, hamming_distances, hash_centers, map_centers,
                                  pair_onehot, save_codebook, sylvester_hadamard)
-from models.TwDH.model import TwDH, pair_quantization
+from models.TwDH.model import TwDH
+from models.losses import pair_quantization
 from runners.TwDH import TwDHRunner, learn_transform
 
 CONFIG = "configs/TwDH/synthetic.yaml"
