@@ -2,20 +2,8 @@ import pytest
 import torch
 
 from models.baseline.clip_baseline import CLIPBaseline, likelihood_loss
+from tests.stubs import TinyBackbone
 
-
-class TinyBackbone(torch.nn.Module):
-    embed_dim = 8
-
-    def __init__(self):
-        super().__init__()
-        self.proj = torch.nn.Linear(4, 8)
-
-    def encode_image(self, x):
-        return self.proj(x)
-
-    def encode_text(self, x):
-        return self.proj(x)
 
 
 def test_hand_checkable_likelihood_value():

@@ -5,20 +5,8 @@ import torch
 
 from models.DCMHT.model import DCMHT, pair_loss
 from models.heads import SelectHead, argmax_codes
+from tests.stubs import TinyBackbone
 
-
-class TinyBackbone(torch.nn.Module):
-    embed_dim = 8
-
-    def __init__(self):
-        super().__init__()
-        self.proj = torch.nn.Linear(4, 8)
-
-    def encode_image(self, x):
-        return self.proj(x)
-
-    def encode_text(self, x):
-        return self.proj(x)
 
 
 def spec_loss(x, t, labels, bits, vartheta):

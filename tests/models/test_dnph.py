@@ -11,22 +11,10 @@ from main import register_all
 from models.backbones.clip import CLIPBackbone
 from models.DNPH.model import DNPH, random_vertices
 from runners.base import BaseRunner
+from tests.stubs import TinyBackbone
 
 CONFIG = "configs/DNPH/synthetic.yaml"
 
-
-class TinyBackbone(torch.nn.Module):
-    embed_dim = 8
-
-    def __init__(self):
-        super().__init__()
-        self.proj = torch.nn.Linear(4, 8)
-
-    def encode_image(self, x):
-        return self.proj(x)
-
-    def encode_text(self, x):
-        return self.proj(x)
 
 
 def spec_proxy(codes, labels, proxies, mrg=1.0):

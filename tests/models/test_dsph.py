@@ -9,23 +9,11 @@ from models.backbones.clip import CLIPBackbone
 from models.DSPH.model import DSPH, code_threshold, init_proxies
 from models.heads import TanhHashHead
 from runners.base import BaseRunner
+from tests.stubs import TinyBackbone
 
 CONFIG = "configs/DSPH/synthetic.yaml"
 TERMS = ("image_pos", "image_neg", "text_pos", "text_neg", "irrelevant_ii", "irrelevant_tt", "irrelevant_it")
 
-
-class TinyBackbone(torch.nn.Module):
-    embed_dim = 8
-
-    def __init__(self):
-        super().__init__()
-        self.proj = torch.nn.Linear(4, 8)
-
-    def encode_image(self, x):
-        return self.proj(x)
-
-    def encode_text(self, x):
-        return self.proj(x)
 
 
 def cosine(a, b):

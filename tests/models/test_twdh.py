@@ -14,22 +14,10 @@ from models.TwDH.centers import (bernoulli_centers, center_targets, hamming_dist
 from models.TwDH.model import TwDH
 from models.losses import pair_quantization
 from runners.TwDH import TwDHRunner, learn_transform
+from tests.stubs import TinyBackbone
 
 CONFIG = "configs/TwDH/synthetic.yaml"
 
-
-class TinyBackbone(torch.nn.Module):
-    embed_dim = 8
-
-    def __init__(self):
-        super().__init__()
-        self.proj = torch.nn.Linear(4, 8)
-
-    def encode_image(self, x):
-        return self.proj(x)
-
-    def encode_text(self, x):
-        return self.proj(x)
 
 
 def pairs_of(logits):
