@@ -6,4 +6,5 @@ from models import DNPH  # noqa: F401
 from models import MITH  # noqa: F401
 from models import DSPH  # noqa: F401
 from models import UMoED  # noqa: F401
+from models import DIMCH  # noqa: F401
 from models import TwDH  # noqa: F401

@@ -1,0 +1,1 @@
+from models.DIMCH import model  # noqa: F401  (registers DIMCH)
