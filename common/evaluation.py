@@ -73,19 +73,26 @@ class EvalConfig:
         self.precision_k = tuple(self.precision_k)
         self.directions = tuple(self.directions)
         for k in self.map_topk:
-            if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            if k is not None and not _is_positive_int(k):
                 raise ValueError(f"EvalConfig.map_topk must hold positive integers or None, got {k!r}")
         for k in self.precision_k:
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            if not _is_positive_int(k):
                 raise ValueError(f"EvalConfig.precision_k must hold positive integers, got {k!r}")
         for name in self.directions:
             if name not in DIRECTIONS:
-                raise ValueError(f"EvalConfig.directions: unknown direction {name!r}; choose from {', '.join(DIRECTIONS)}")
+                raise ValueError(
+                    f"EvalConfig.directions: unknown direction {name!r}; choose from {', '.join(DIRECTIONS)}"
+                )
         if self.tie_break not in metrics.TIE_BREAKS:
-            raise ValueError(f"EvalConfig.tie_break must be one of {', '.join(metrics.TIE_BREAKS)}, got {self.tie_break!r}")
-        if self.chunk_size is not None and (isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int)
-                                            or self.chunk_size < 1):
+            raise ValueError(
+                f"EvalConfig.tie_break must be one of {', '.join(metrics.TIE_BREAKS)}, got {self.tie_break!r}"
+            )
+        if self.chunk_size is not None and not _is_positive_int(self.chunk_size):
             raise ValueError(f"EvalConfig.chunk_size must be a positive integer or None, got {self.chunk_size!r}")
+
+
+def _is_positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def _require(mapping: Mapping, keys: Sequence[str], name: str) -> None:
@@ -149,7 +156,9 @@ def format_table(results: Mapping[str, Mapping[str, float]], tie_break: str = "i
     return "\n".join(lines)
 
 
-def save_curves(codes: Mapping, labels: Mapping, out_dir: str | os.PathLike, chunk_size: int | None = None) -> list[Path]:
+def save_curves(
+    codes: Mapping, labels: Mapping, out_dir: str | os.PathLike, chunk_size: int | None = None
+) -> list[Path]:
     """Write PR (by Hamming radius) and top-N curves for i2t and t2i as CSV and PNG files into out_dir.
 
     Files are ``pr_<direction>.csv|png`` and ``topn_<direction>.csv|png``; ``tools/plot_curves.py`` overlays
@@ -203,7 +212,9 @@ def read_curve_csv(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return {name: values[:, i] for i, name in enumerate(rows[0])}
 
 
-def draw_curves(curve: str, direction: str, runs: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike) -> None:
+def draw_curves(
+    curve: str, direction: str, runs: Mapping[str, Mapping[str, np.ndarray]], path: str | os.PathLike
+) -> None:
     """Plot one curve type of one direction for one or more runs (labelled by the keys of ``runs``).
 
     ``pr`` draws micro-averaged precision against recall over Hamming radii; ``topn`` draws mean P@N and R@N
@@ -289,5 +300,6 @@ def load_codes_mat(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
     missing = [key for key in MAT_KEYS.values() if key not in content]
     if missing:
         raise ValueError(f"{path}: missing the key(s) {', '.join(missing)} (expected {', '.join(MAT_KEYS.values())})")
-    loaded = {key: torch.from_numpy(np.asarray(content[mat_key], dtype=np.float32)) for key, mat_key in MAT_KEYS.items()}
+    loaded = {key: torch.from_numpy(np.asarray(content[mat_key], dtype=np.float32))
+              for key, mat_key in MAT_KEYS.items()}
     return {key: loaded[key] for key in CODE_KEYS}, {key: loaded[key] for key in LABEL_KEYS}

@@ -539,6 +539,9 @@ def test_wide_codes_use_16_bit_distances_and_ignore_autocast():
            ref_tables(qc, dc, ql, dl)]
     np.testing.assert_allclose(metrics.mean_average_precision(qc, dc, ql, dl, reduce=False),
                                [0.0 if v is None else v for v in ref], atol=TOL)
+    tie = [ref_tie_ap_formula(dist, rel) for dist, rel, _ in ref_tables(qc, dc, ql, dl)]
+    np.testing.assert_allclose(metrics.mean_average_precision(qc, dc, ql, dl, variant="tie_aware", reduce=False),
+                               [0.0 if v is None else v for v in tie], atol=TOL)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # bfloat16 products would round distances above 256
         np.testing.assert_array_equal(metrics.hamming_distance(torch.from_numpy(qc).float(), dc),
                                       [dist for dist, _, _ in ref_tables(qc, dc, ql, dl)])
