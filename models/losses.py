@@ -10,12 +10,19 @@ def label_similarity(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Te
     return (a.float() @ b.float().t() > 0).float()
 
 
-def batch_similarity(batch: dict) -> torch.Tensor:
-    """Label similarity of a batch; for pair-only data (no ``label``) each item is similar only to itself."""
+def shared_label_counts(batch: dict) -> torch.Tensor:
+    """N = Y Y^T, the number of labels two items of a batch share; pair-only data (no ``label``) counts one
+    shared label between an item and itself and none otherwise (the references' identity-label fallback)."""
     if "label" in batch:
-        return label_similarity(batch["label"])
+        labels = batch["label"].float()
+        return labels @ labels.t()
     index = batch["index"]
     return (index[:, None] == index[None, :]).float()
+
+
+def batch_similarity(batch: dict) -> torch.Tensor:
+    """Label similarity of a batch: 1 where two items share a label (or are the same pair-only item), else 0."""
+    return (shared_label_counts(batch) > 0).float()
 
 
 def sign_quantization(h: torch.Tensor) -> torch.Tensor:
@@ -27,3 +34,32 @@ def sign_quantization(h: torch.Tensor) -> torch.Tensor:
 def pair_quantization(pairs: torch.Tensor) -> torch.Tensor:
     """Q(P) = 1 - mean((2P - 1)^2) over two-way softmax outputs: 0 when every pair is one-hot."""
     return 1 - (2 * pairs - 1).pow(2).mean()
+
+
+def ranking_gains(shared: torch.Tensor) -> torch.Tensor:
+    """G_ij = (2^N_ij - 1) / Z_i with Z_i the ideal DCG of row i, discount log2(r + 1) at rank r (DIMCH spec §3.1).
+
+    An anchor with no relevant item (Z_i = 0, NaN in the references) gets gain 0: it forms no triplet.
+    """
+    ideal = shared.sort(dim=1, descending=True).values
+    discount = torch.log2(torch.arange(shared.shape[1], device=shared.device, dtype=shared.dtype) + 2)
+    z = ((2 ** ideal - 1) / discount).sum(dim=1, keepdim=True)
+    return (2 ** shared - 1) / torch.where(z > 0, z, torch.ones_like(z))
+
+
+def weighted_triplet(distance: torch.Tensor, shared: torch.Tensor, margin: float) -> torch.Tensor:
+    """DIMCH's label-weighted triplet loss (also UMoED's), averaged over the active triplets only.
+
+    ``l_ijk = max(0, G_ij S_ij (1 - S_ik) (D_ij - D_ik + margin))`` with ``S = [N > 0]``, summed and divided by
+    the number of triplets with ``l > 1e-16`` (plus 1e-16), as the reference code does.
+
+    Args:
+        distance: (B, B'), row i an anchor of one modality, column j a candidate of the other.
+        shared: (B, B') number of labels anchor i and candidate j share (N = Y Y^T).
+        margin: the hinge margin.
+    """
+    relevant = (shared > 0).to(distance.dtype)
+    weight = ranking_gains(shared.to(distance.dtype)) * relevant
+    hinge = distance[:, :, None] - distance[:, None, :] + margin  # [i, j, k]: positive j, negative k
+    triplets = torch.relu(weight[:, :, None] * (1 - relevant[:, None, :]) * hinge)
+    return triplets.sum() / (triplets.gt(1e-16).sum() + 1e-16)

@@ -1,4 +1,6 @@
-"""DIMCH's loss pieces (DIMCH spec §2.3, §3): set similarity, label-weighted triplet, MMD and diversity.
+"""DIMCH's loss pieces (DIMCH spec §2.3, §3): set similarity, MMD and diversity.
+
+The label-weighted triplet loss is shared with UMoED and lives in ``models/losses.py``.
 
 Instance sets arrive flattened: ``(B * M, K)`` rows, the M instances of item i in rows ``i*M .. i*M+M-1``,
 each row L2-normalised, as the reference passes them.
@@ -33,32 +35,6 @@ def set_similarity(x: torch.Tensor, y: torch.Tensor, set_size: int, mode: str = 
     if mode == "avg":  # the reference's alpha = 1, beta = 0 are constants it never trains
         return torch.sigmoid(cos).mean(dim=(1, 3))
     raise ValueError(f"model.distance must be one of {SET_SIMILARITIES}, got '{mode}'")
-
-
-def ranking_gains(shared: torch.Tensor) -> torch.Tensor:
-    """G_ij = (2^N_ij - 1) / Z_i with Z_i the ideal DCG of row i (spec §3.1).
-
-    An anchor with no relevant item (Z_i = 0, NaN in the reference) gets gain 0: it forms no triplet.
-    """
-    ideal = shared.sort(dim=1, descending=True).values
-    discount = torch.log2(torch.arange(shared.shape[1], device=shared.device, dtype=shared.dtype) + 2)
-    z = ((2 ** ideal - 1) / discount).sum(dim=1, keepdim=True)
-    return (2 ** shared - 1) / torch.where(z > 0, z, torch.ones_like(z))  # Z_i = 0 only where row i is all 0
-
-
-def weighted_triplet(distance: torch.Tensor, shared: torch.Tensor, margin: float) -> torch.Tensor:
-    """Label-weighted triplet loss, averaged over the active triplets only (spec §3.1).
-
-    Args:
-        distance: (B, B), row i an anchor of one modality, column j a candidate of the other.
-        shared: (B, B) number of labels anchor i and candidate j share (N = Y Y^T).
-        margin: the hinge margin.
-    """
-    relevant = (shared > 0).to(distance.dtype)
-    weight = ranking_gains(shared.to(distance.dtype)) * relevant
-    hinge = distance[:, :, None] - distance[:, None, :] + margin  # [i, j, k]: positive j, negative k
-    triplets = torch.relu(weight[:, :, None] * (1 - relevant[:, None, :]) * hinge)
-    return triplets.sum() / (triplets.gt(1e-16).sum() + 1e-16)
 
 
 def cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -33,10 +33,9 @@ from torch import nn
 
 from common.register import registry
 from models.base import HashModel
-from models.DIMCH.losses import (DIVERSITY_SCOPES, SET_SIMILARITIES, cosine_distance, diversity, mmd,
-                                 set_similarity, weighted_triplet)
+from models.DIMCH.losses import DIVERSITY_SCOPES, SET_SIMILARITIES, cosine_distance, diversity, mmd, set_similarity
 from models.heads import MLPHashHead
-from models.losses import sign_quantization
+from models.losses import shared_label_counts, sign_quantization, weighted_triplet
 
 
 class InstanceHashHead(nn.Module):
@@ -142,19 +141,10 @@ class DIMCH(HashModel):
         return {"image_instances": image_instances, "image": image, "text_instances": text_instances, "text": text}
 
     # ------------------------------------------------------------------ loss
-    @staticmethod
-    def shared_labels(batch: dict) -> torch.Tensor:
-        """(B, B) count of shared labels; for pair-only data, 1 where two rows are the same item, else 0."""
-        if "label" in batch:
-            labels = batch["label"].float()
-            return labels @ labels.t()
-        index = batch["index"]
-        return (index[:, None] == index[None, :]).float()
-
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
         """The five terms of spec §3 (unweighted) and their weighted sum ``total``."""
         out = {k: v.float() for k, v in outputs.items()}
-        shared = self.shared_labels(batch)
+        shared = shared_label_counts(batch)
         ev = F.normalize(out["image_instances"].flatten(0, 1), dim=-1)
         et = F.normalize(out["text_instances"].flatten(0, 1), dim=-1)
         m = self.set_size

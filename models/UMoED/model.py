@@ -38,7 +38,8 @@ from torch import nn
 from common.register import registry
 from models.base import HashModel
 from models.UMoED.decoder import UnifiedDecoder
-from models.UMoED.losses import label_weighted_triplet, shared_labels, sharpen, slot_distance, slot_uniformity
+from models.losses import shared_label_counts, weighted_triplet
+from models.UMoED.losses import sharpen, slot_distance, slot_uniformity
 
 WORD_BITS = (1, 2, 4, 8, 16)  # the reference's code tables
 
@@ -123,10 +124,10 @@ class UMoED(HashModel):
         image = F.normalize(outputs["image"].float(), dim=-1)
         text = F.normalize(outputs["text"].float(), dim=-1)
         dist = slot_distance(sharpen(image, self.extreme_temperature), sharpen(text, self.extreme_temperature))
-        relevance = shared_labels(batch).to(dist.device)
+        relevance = shared_label_counts(batch).to(dist.device)
         terms = {
-            "triplet_i2t": label_weighted_triplet(dist, relevance, self.triplet_margin),
-            "triplet_t2i": label_weighted_triplet(dist.t(), relevance.t(), self.triplet_margin),
+            "triplet_i2t": weighted_triplet(dist, relevance, self.triplet_margin),
+            "triplet_t2i": weighted_triplet(dist.t(), relevance.t(), self.triplet_margin),
             "uniformity_image": slot_uniformity(image),
             "uniformity_text": slot_uniformity(text),
         }
