@@ -108,19 +108,30 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
         """Named loss terms plus ``total``, from ``forward``'s outputs and the (global) batch."""
 
     def param_groups(self) -> list[dict]:
-        """Backbone parameters in one group, everything else in the other (separate learning rates)."""
+        """Backbone parameters in one group, everything else in the other (separate learning rates).
+
+        Parameters that an extra optimiser owns (:meth:`build_extra_optimizers`) are in neither.
+        """
+        owned = {id(p) for opt in self.extra_optimizers().values() for g in opt.param_groups for p in g["params"]}
         backbone = {id(p) for p in self.backbone.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad and id(p) not in owned]
         groups = [
-            {"group": "backbone", "params": [p for p in self.backbone.parameters() if p.requires_grad]},
-            {"group": "head", "params": [p for p in self.parameters() if p.requires_grad and id(p) not in backbone]},
+            {"group": "backbone", "params": [p for p in trainable if id(p) in backbone]},
+            {"group": "head", "params": [p for p in trainable if id(p) not in backbone]},
         ]
         return [g for g in groups if g["params"]]
 
     def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """Optimisers of auxiliary parameters trained apart from ``param_groups`` (none by default).
+        """The optimisers of :meth:`build_extra_optimizers`, built on the first call and the same objects after."""
+        if getattr(self, "_extra_optimizers", None) is None:
+            self._extra_optimizers = self.build_extra_optimizers()
+        return self._extra_optimizers
 
-        Called once by the runner. A model that has some also leaves those parameters out of
-        ``param_groups``.
+    def build_extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Optimisers of auxiliary parameters trained apart from the main optimiser (none by default).
+
+        Override it to give parameters their own update rule (DSPH's proxies take SGD); those parameters then
+        leave :meth:`param_groups`, and the runner steps, checkpoints and restores these optimisers by name.
         """
         return {}
 

@@ -104,7 +104,6 @@ class DNPH(HashModel):
                 kaiming_fan_out_(layer)
         self.proxies = nn.Parameter(torch.randn(num_classes, bits) / 8, requires_grad=update_proxies)
         self.margin, self.noise_alpha, self.proxy_lr = margin, noise_alpha, proxy_lr
-        self._extra_optimizers: dict[str, torch.optim.Optimizer] | None = None
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         image = self.backbone.encode_image(batch["image"])
@@ -131,14 +130,6 @@ class DNPH(HashModel):
         terms["total"] = terms["proxy"] + terms["cls"] - self.noise_alpha * terms["uniform"]
         return terms
 
-    def param_groups(self) -> list[dict]:
-        """The base groups without the proxies, which only their own SGD (if any) updates."""
-        groups = [{**g, "params": [p for p in g["params"] if p is not self.proxies]} for g in super().param_groups()]
-        return [g for g in groups if g["params"]]
-
-    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """SGD on the proxies when ``update_proxies`` (created on first call, the same object afterwards)."""
-        if self._extra_optimizers is None:
-            self._extra_optimizers = ({"proxies": torch.optim.SGD([self.proxies], lr=self.proxy_lr)}
-                                     if self.proxies.requires_grad else {})
-        return self._extra_optimizers
+    def build_extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """SGD on the proxies when ``update_proxies``; fixed proxies (the original's behaviour) need none."""
+        return {"proxies": torch.optim.SGD([self.proxies], lr=self.proxy_lr)} if self.proxies.requires_grad else {}

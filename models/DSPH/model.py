@@ -121,7 +121,6 @@ class DSPH(HashModel):
         self.threshold = code_threshold(bits, num_classes) if threshold is None else float(threshold)
         self.alpha = alpha
         self.proxy_lr, self.proxy_momentum, self.proxy_weight_decay = proxy_lr, proxy_momentum, proxy_weight_decay
-        self._extra_optimizers: dict[str, torch.optim.Optimizer] | None = None
 
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:
         if "label" not in batch:
@@ -136,18 +135,10 @@ class DSPH(HashModel):
         terms["total"] = sum(terms.values())
         return terms
 
-    def param_groups(self) -> list[dict]:
-        """The base groups without the proxies, which only their own SGD updates."""
-        groups = [{**g, "params": [p for p in g["params"] if p is not self.proxies]} for g in super().param_groups()]
-        return [g for g in groups if g["params"]]
-
-    def extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        """SGD on the proxies (spec §4.1), created on the first call and the same object afterwards."""
-        if self._extra_optimizers is None:
-            self._extra_optimizers = {"proxies": torch.optim.SGD(
-                [self.proxies], lr=self.proxy_lr, momentum=self.proxy_momentum,
-                weight_decay=self.proxy_weight_decay)}
-        return self._extra_optimizers
+    def build_extra_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """SGD on the proxies (spec §4.1), apart from the optimiser of the rest."""
+        return {"proxies": torch.optim.SGD([self.proxies], lr=self.proxy_lr, momentum=self.proxy_momentum,
+                                           weight_decay=self.proxy_weight_decay)}
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, classes={self.proxies.shape[0]}, threshold={self.threshold:g}, alpha={self.alpha}"
