@@ -6,13 +6,12 @@ for the three common layouts (Karpathy JSON, ALBEF/BLIP JSON, VSE "precomp" capt
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataset.records import DatasetError
+from dataset.records import DatasetError, read_json
 
 CAPTION_POLICIES = ("all", "first5")
 KARPATHY_SPLITS = {"train": ("train", "restval"), "val": ("val",), "test": ("test",), "restval": ("restval",)}
@@ -85,7 +84,7 @@ def read_karpathy(path: str, image_root: str, split: str = "test", captions_per_
         raise DatasetError(f"Karpathy split must be one of {', '.join(KARPATHY_SPLITS)}, got {split!r}")
     if text not in KARPATHY_TEXT:
         raise DatasetError(f"text must be one of {', '.join(KARPATHY_TEXT)}, got {text!r}")
-    entries = _load_json(path)
+    entries = read_json(path, "caption file")
     if not isinstance(entries, dict) or "images" not in entries:
         raise DatasetError(f"{path}: expected a Karpathy split file with a top-level 'images' list")
     images, groups = [], []
@@ -106,7 +105,7 @@ def read_albef(path: str, image_root: str, split: str = "test",
     Training files repeat an image once per caption and evaluation files list all captions of an image
     at once; both are grouped by image in order of first appearance.
     """
-    entries = _load_json(path)
+    entries = read_json(path, "caption file")
     if not isinstance(entries, list):
         raise DatasetError(f"{path}: expected a JSON list of {{'image': ..., 'caption': ...}} entries")
     groups: dict[str, list[str]] = {}
@@ -147,13 +146,3 @@ def folds(data: CaptionRetrievalSet, fold_size: int = 1000) -> list[CaptionRetri
     if len(data) % fold_size:
         raise DatasetError(f"{len(data)} images do not split into folds of {fold_size}")
     return [data.subset(range(start, start + fold_size)) for start in range(0, len(data), fold_size)]
-
-
-def _load_json(path: str):
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"caption file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as err:
-            raise DatasetError(f"{path}: not valid JSON ({err})") from None

@@ -6,6 +6,8 @@ only. See ``specs/datasets.md`` §0.
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -13,6 +15,17 @@ import numpy as np
 
 class DatasetError(ValueError):
     """A dataset file is malformed or inconsistent; the one-line message names the file and the fix."""
+
+
+def read_json(path: str, what: str):
+    """A JSON annotation file; a missing one is named with ``what`` it should be, a broken one with the error."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as err:
+            raise DatasetError(f"{path}: not valid JSON ({err})") from None
 
 
 @dataclass

@@ -16,3 +16,13 @@ class TinyBackbone(torch.nn.Module):
 
     def encode_text(self, x):
         return self.proj(x)
+
+
+def check_codes_and_gradients(model, batch: dict, outputs: dict, bits: int) -> None:
+    """Both towers give +-1 codes of ``bits``; the loss reaches every trainable parameter; eval is deterministic."""
+    for codes in (model.binarize(model.encode_image(batch["image"])), model.binarize(model.encode_text(batch["text"]))):
+        assert codes.shape == (len(batch["image"]), bits) and set(codes.unique().tolist()) <= {-1.0, 1.0}
+    model.loss(outputs, batch)["total"].backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    assert torch.equal(model.encode_image(batch["image"]), model.encode_image(batch["image"]))

@@ -11,15 +11,15 @@ captions), this builder reports and leaves the row out or raises, as configured.
 """
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
 from dataset.builders._common import check_images, write_built
-from dataset.records import DatasetError, PairedData
+from dataset.records import DatasetError, PairedData, read_json
 
 DEFAULT_SPLITS = ("train2017", "val2017")
+ANNOTATIONS = "COCO annotation file (of the official annotations/ folder)"
 
 
 def build_coco(raw_dir: str, out_dir: str, splits: tuple[str, ...] = DEFAULT_SPLITS,
@@ -39,9 +39,9 @@ def build_coco(raw_dir: str, out_dir: str, splits: tuple[str, ...] = DEFAULT_SPL
     images, captions, label_rows, ids, report = [], [], [], [], []
     categories = None
     for split in splits:
-        caption_json = _load_json(os.path.join(raw_dir, "annotations", f"captions_{split}.json"))
+        caption_json = read_json(os.path.join(raw_dir, "annotations", f"captions_{split}.json"), ANNOTATIONS)
         instance_path = os.path.join(raw_dir, "annotations", f"instances_{split}.json")
-        instance_json = _load_json(instance_path)
+        instance_json = read_json(instance_path, ANNOTATIONS)
         split_categories = [(c["id"], c["name"]) for c in instance_json["categories"]]
         if categories is None:
             categories = split_categories
@@ -80,13 +80,3 @@ def build_coco(raw_dir: str, out_dir: str, splits: tuple[str, ...] = DEFAULT_SPL
     data = PairedData(images=images, captions=captions, labels=labels, ids=ids,
                       meta={"builder": "coco", "label_names": [n for _, n in categories], "report": report})
     return write_built(check_images(data, missing_images), out_dir, np.int64)
-
-
-def _load_json(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"COCO annotation file not found: {path} (expected the official annotations/ folder)")
-    with open(path, encoding="utf-8") as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as err:
-            raise DatasetError(f"{path}: not valid JSON ({err})") from None

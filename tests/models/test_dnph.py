@@ -11,7 +11,7 @@ from main import register_all
 from models.backbones.clip import CLIPBackbone
 from models.DNPH.model import DNPH, random_vertices
 from runners.base import BaseRunner
-from tests.stubs import TinyBackbone
+from tests.stubs import TinyBackbone, check_codes_and_gradients
 
 CONFIG = "configs/DNPH/synthetic.yaml"
 
@@ -121,12 +121,7 @@ def test_tiny_clip_shapes_binarisation_and_gradients():
     out = model(batch)
     assert out["image"].shape == out["text"].shape == (4, 16)
     assert out["image_logits"].shape == out["text_logits"].shape == (4, 24)
-    for codes in (model.binarize(model.encode_image(batch["image"])), model.binarize(model.encode_text(batch["text"]))):
-        assert codes.shape == (4, 16) and set(codes.unique().tolist()) <= {-1.0, 1.0}
-    model.loss(out, batch)["total"].backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-    model.eval()
-    assert torch.equal(model.encode_image(batch["image"]), model.encode_image(batch["image"]))
+    check_codes_and_gradients(model, batch, out, bits=16)
 
 
 def test_proxies_frozen_by_default_and_sgd_option():

@@ -9,7 +9,7 @@ from models.backbones.clip import CLIPBackbone
 from models.DSPH.model import DSPH, code_threshold, init_proxies
 from models.heads import TanhHashHead
 from runners.base import BaseRunner
-from tests.stubs import TinyBackbone
+from tests.stubs import TinyBackbone, check_codes_and_gradients
 
 CONFIG = "configs/DSPH/synthetic.yaml"
 TERMS = ("image_pos", "image_neg", "text_pos", "text_neg", "irrelevant_ii", "irrelevant_tt", "irrelevant_it")
@@ -171,12 +171,7 @@ def test_tiny_clip_shapes_binarisation_and_gradients():
     out = model(batch)
     assert out["image"].shape == out["text"].shape == (4, 16)
     assert model.proxies.shape == (24, 16) and model.threshold == 0.0
-    for codes in (model.binarize(model.encode_image(batch["image"])), model.binarize(model.encode_text(batch["text"]))):
-        assert codes.shape == (4, 16) and set(codes.unique().tolist()) <= {-1.0, 1.0}
-    model.loss(out, batch)["total"].backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-    model.eval()
-    assert torch.equal(model.encode_image(batch["image"]), model.encode_image(batch["image"]))
+    check_codes_and_gradients(model, batch, out, bits=16)
 
 
 def test_bad_values_fail_clearly():
