@@ -53,13 +53,25 @@ def weighted_triplet(distance: torch.Tensor, shared: torch.Tensor, margin: float
     ``l_ijk = max(0, G_ij S_ij (1 - S_ik) (D_ij - D_ik + margin))`` with ``S = [N > 0]``, summed and divided by
     the number of triplets with ``l > 1e-16`` (plus 1e-16), as the reference code does.
 
+    The reference builds the (B, B, B) tensor of all triplets, which does not fit for the global batch of many
+    GPUs. Since ``G_ij >= 0``, ``l_ijk = G_ij max(0, D_ij + margin - D_ik)``: with each anchor's negatives sorted
+    by distance, the sum over k is ``n_ij (D_ij + margin) - (sum of the n_ij nearest negatives)``, n_ij being the
+    number of negatives closer than ``D_ij + margin``. That takes O(B^2) memory and gives the same value and
+    gradient.
+
     Args:
         distance: (B, B'), row i an anchor of one modality, column j a candidate of the other.
         shared: (B, B') number of labels anchor i and candidate j share (N = Y Y^T).
         margin: the hinge margin.
     """
-    relevant = (shared > 0).to(distance.dtype)
-    weight = ranking_gains(shared.to(distance.dtype)) * relevant
-    hinge = distance[:, :, None] - distance[:, None, :] + margin  # [i, j, k]: positive j, negative k
-    triplets = torch.relu(weight[:, :, None] * (1 - relevant[:, None, :]) * hinge)
-    return triplets.sum() / (triplets.gt(1e-16).sum() + 1e-16)
+    relevant = shared > 0
+    gain = ranking_gains(shared.to(distance.dtype)) * relevant
+    negatives = distance.masked_fill(relevant, float("inf")).sort(dim=1).values  # non-negatives sort last
+    prefix = torch.cat([negatives.new_zeros(len(negatives), 1), negatives.nan_to_num(posinf=0.0).cumsum(dim=1)], 1)
+    reach = distance + margin  # l_ijk > 0 exactly where D_ik < reach_ij
+    closer = torch.searchsorted(negatives.detach(), reach.detach())  # negatives strictly below reach_ij
+    total = (gain * (closer * reach - prefix.gather(1, closer))).sum()
+    # l_ijk > 1e-16 exactly where D_ik < reach_ij - 1e-16 / G_ij (anchors' non-relevant j have no triplet)
+    strict = torch.where(relevant, reach.detach() - 1e-16 / gain.detach().clamp(min=1e-30), -float("inf"))
+    active = torch.searchsorted(negatives.detach(), strict).sum()
+    return total / (active + 1e-16)

@@ -211,6 +211,22 @@ def test_triplet_equals_the_explicit_triple_sum_and_skips_unlabelled_anchors():
     assert float(got) == pytest.approx(spec_triplet(dist, labels, 0.2), rel=1e-5)  # anchor 0 has no positive
 
 
+@pytest.mark.parametrize("rows,cols,margin", [(40, 40, 0.1), (30, 45, 0.3)])
+def test_triplet_value_and_gradient_equal_the_full_triplet_tensor(rows, cols, margin):
+    """The O(B^2) sorted form against the reference's (B, B', B') tensor of every triplet, gradient included."""
+    gen = torch.Generator().manual_seed(rows)
+    anchors, candidates = (torch.rand(rows, 6, generator=gen) < 0.3).double(), (torch.rand(cols, 6, generator=gen) < 0.3)
+    shared = anchors @ candidates.double().t()
+    dist = torch.rand(rows, cols, generator=gen, dtype=torch.float64, requires_grad=True)
+    relevant = (shared > 0).double()
+    triplets = torch.relu((ranking_gains(shared) * relevant)[:, :, None] * (1 - relevant[:, None, :])
+                          * (dist[:, :, None] - dist[:, None, :] + margin))
+    want = triplets.sum() / (triplets.gt(1e-16).sum() + 1e-16)
+    got = weighted_triplet(dist, shared, margin)
+    assert float(got) == pytest.approx(float(want), rel=1e-12)
+    assert torch.allclose(torch.autograd.grad(got, dist)[0], torch.autograd.grad(want, dist)[0], rtol=0, atol=1e-15)
+
+
 def test_mmd_equals_the_spec_formula():
     gen = torch.Generator().manual_seed(4)
     x = F.normalize(torch.randn(10, 5, generator=gen), dim=-1)
