@@ -67,7 +67,8 @@ def weighted_triplet(distance: torch.Tensor, shared: torch.Tensor, margin: float
     relevant = shared > 0
     gain = ranking_gains(shared.to(distance.dtype)) * relevant
     negatives = distance.masked_fill(relevant, float("inf")).sort(dim=1).values  # non-negatives sort last
-    prefix = torch.cat([negatives.new_zeros(len(negatives), 1), negatives.nan_to_num(posinf=0.0).cumsum(dim=1)], 1)
+    nearest_sums = negatives.masked_fill(negatives.isinf(), 0.0).cumsum(dim=1)
+    prefix = torch.cat([nearest_sums.new_zeros(len(nearest_sums), 1), nearest_sums], dim=1)  # [i, n]: n nearest
     reach = distance + margin  # l_ijk > 0 exactly where D_ik < reach_ij
     closer = torch.searchsorted(negatives.detach(), reach.detach())  # negatives strictly below reach_ij
     total = (gain * (closer * reach - prefix.gather(1, closer))).sum()
