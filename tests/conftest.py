@@ -25,9 +25,41 @@ def small_run(synthetic_root):
     return opts
 
 
+@pytest.fixture
+def make_runner():
+    """Build the runner a config names (``run.runner``, BaseRunner by default), as ``main`` does."""
+    from common.config import load_config
+    from main import register_all
+
+    def make(config_file: str, opts: list[str], save_dir):
+        registry = register_all()
+        cfg = load_config(config_file, opts)
+        return registry.get("runner", cfg.get("run", {}).get("runner", "BaseRunner"))(cfg, save_dir)
+
+    return make
+
 
 @pytest.fixture
-def learns_and_resumes(small_run, tmp_path):
+def interrupted_run(make_runner, tmp_path):
+    """Train the first epoch of a config, then load that checkpoint into a fresh runner.
+
+    Returns ``(interrupted, resumed)``; ``resumed.fit()`` finishes the schedule, to be compared with a straight
+    run of the same config.
+    """
+
+    def run(config_file: str, opts: list[str]):
+        interrupted = make_runner(config_file, opts, tmp_path / "interrupted")
+        interrupted.run_cfg.epochs = 1
+        interrupted.fit()
+        resumed = make_runner(config_file, opts, tmp_path / "resumed")
+        resumed.load_checkpoint(tmp_path / "interrupted" / "checkpoints" / "last.pt", resume=True)
+        return interrupted, resumed
+
+    return run
+
+
+@pytest.fixture
+def learns_and_resumes(small_run, make_runner, tmp_path):
     """Check that a shrunk synthetic config learns and that its last checkpoint restores every weight.
 
     Trains ``config_file`` on 500 pairs at batch 50 with a constant rate after warm-up, asserts mAP@all at
@@ -36,23 +68,17 @@ def learns_and_resumes(small_run, tmp_path):
     """
     import torch
 
-    from common.config import load_config
-    from main import register_all
-    from runners.base import BaseRunner
-
     def check(config_file: str, epochs: int, margin: float = 0.2, **overrides):
-        register_all()
         opts = small_run(epochs=epochs, batch_size=50, **{
             "dataset.num_samples": 700, "dataset.query_num": 100, "dataset.train_num": 500,
             "optimizer.schedule": "warmup_constant", "run.eval_every": epochs, **overrides})
-        cfg = load_config(config_file, opts)
-        trained = BaseRunner(cfg, tmp_path / "run")
+        trained = make_runner(config_file, opts, tmp_path / "run")
         chance = trained.random_code_baseline()
         last = trained.fit()["last"]
         trained.close()
         for direction in ("i2t", "t2i"):
             assert last[direction]["mAP@all"] > chance[direction] + margin, (direction, last[direction], chance)
-        resumed = BaseRunner(cfg, tmp_path / "resumed")
+        resumed = make_runner(config_file, opts, tmp_path / "resumed")
         resumed.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", resume=True)
         resumed.close()
         assert resumed.epoch == epochs

@@ -6,11 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from common.config import load_config
-from main import register_all
 from models.backbones.clip import CLIPBackbone
 from models.DNPH.model import DNPH, random_vertices
-from runners.base import BaseRunner
 from tests.stubs import TinyBackbone, check_codes_and_gradients
 
 CONFIG = "configs/DNPH/synthetic.yaml"
@@ -153,25 +150,17 @@ def test_bad_values_fail_clearly():
                     "text_logits": torch.zeros(2, 3)}, {"index": torch.arange(2)})
 
 
-def runner_for(opts, save_dir):
-    register_all()
-    return BaseRunner(load_config(CONFIG, opts), save_dir)
-
-
-def test_classifiers_sized_from_the_data_and_proxy_state_resumes_exactly(small_run, tmp_path):
+def test_classifiers_sized_from_the_data_and_proxy_state_resumes_exactly(small_run, make_runner, interrupted_run,
+                                                                        tmp_path):
     opts = small_run(epochs=2, **{"model.update_proxies": True, "model.proxy_lr": 0.1, "dataset.num_samples": 150,
                                   "dataset.query_num": 30, "dataset.train_num": 50, "run.save_codes": False})
-    straight = runner_for(opts, tmp_path / "a")
+    straight = make_runner(CONFIG, opts, tmp_path / "a")
     assert straight.model.image_classifier.out_features == straight.data.num_classes == 10
     assert straight.model.proxies.shape == (10, 16)
     initial = straight.model.proxies.detach().clone()
     straight.fit()
     assert not torch.equal(straight.model.proxies.detach(), initial)
-    half = runner_for(opts, tmp_path / "b")
-    half.run_cfg.epochs = 1
-    half.fit()
-    resumed = runner_for(opts, tmp_path / "c")
-    resumed.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt", resume=True)
+    half, resumed = interrupted_run(CONFIG, opts)
     assert torch.equal(resumed.model.proxies, half.model.proxies)
     assert resumed.extra_optimizers["proxies"].state_dict() == half.extra_optimizers["proxies"].state_dict()
     resumed.fit()
@@ -179,10 +168,10 @@ def test_classifiers_sized_from_the_data_and_proxy_state_resumes_exactly(small_r
     assert max(float((a[k] - c[k]).abs().max()) for k in a) <= 1e-6
 
 
-def test_short_synthetic_run_beats_random_codes(small_run, tmp_path):
+def test_short_synthetic_run_beats_random_codes(small_run, make_runner, tmp_path):
     opts = small_run(epochs=3, **{"dataset.num_samples": 600, "dataset.query_num": 100, "dataset.train_num": 500,
                                   "run.eval_every": 3, "optimizer.lr": 0.003, "optimizer.backbone_lr": 0.003})
-    runner = runner_for(opts, tmp_path / "run")
+    runner = make_runner(CONFIG, opts, tmp_path / "run")
     chance = runner.random_code_baseline()
     runner.fit()
     runner.close()

@@ -3,12 +3,9 @@ import math
 import pytest
 import torch
 
-from common.config import load_config
-from main import register_all
 from models.backbones.clip import CLIPBackbone
 from models.DSPH.model import DSPH, code_threshold, init_proxies
 from models.heads import TanhHashHead
-from runners.base import BaseRunner
 from tests.stubs import TinyBackbone, check_codes_and_gradients
 
 CONFIG = "configs/DSPH/synthetic.yaml"
@@ -195,23 +192,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def runner_for(opts, save_dir):
-    register_all()
-    return BaseRunner(load_config(CONFIG, opts), save_dir)
-
-
-def test_proxies_sized_from_the_data_and_resume_exactly(small_run, tmp_path, one_thread):
+def test_proxies_sized_from_the_data_and_resume_exactly(small_run, make_runner, interrupted_run, tmp_path,
+                                                        one_thread):
     opts = small_run(epochs=2)
-    straight = runner_for(opts, tmp_path / "a")
+    straight = make_runner(CONFIG, opts, tmp_path / "a")
     assert straight.model.proxies.shape == (straight.data.num_classes, 16) == (10, 16)
     initial = straight.model.proxies.detach().clone()
     straight.fit()
     assert not torch.equal(straight.model.proxies.detach(), initial)
-    half = runner_for(opts, tmp_path / "b")
-    half.run_cfg.epochs = 1
-    half.fit()
-    resumed = runner_for(opts, tmp_path / "c")
-    resumed.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt", resume=True)
+    half, resumed = interrupted_run(CONFIG, opts)
     assert torch.equal(resumed.model.proxies, half.model.proxies)
     saved, loaded = half.extra_optimizers["proxies"].state_dict(), resumed.extra_optimizers["proxies"].state_dict()
     assert torch.equal(saved["state"][0]["momentum_buffer"], loaded["state"][0]["momentum_buffer"])
@@ -221,8 +210,8 @@ def test_proxies_sized_from_the_data_and_resume_exactly(small_run, tmp_path, one
     assert max(float((a[k] - c[k]).abs().max()) for k in a) <= 1e-6
 
 
-def test_short_synthetic_run_beats_random_codes(small_run, tmp_path, one_thread):
-    runner = runner_for(small_run(epochs=20, **{"run.eval_every": 20}), tmp_path / "run")
+def test_short_synthetic_run_beats_random_codes(small_run, make_runner, tmp_path, one_thread):
+    runner = make_runner(CONFIG, small_run(epochs=20, **{"run.eval_every": 20}), tmp_path / "run")
     chance = runner.random_code_baseline()
     last = runner.fit()["last"]
     runner.close()

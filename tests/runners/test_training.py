@@ -6,19 +6,13 @@ import pytest
 import torch
 
 from common.config import load_config
-from main import main, register_all
-from runners.base import BaseRunner
+from main import main
 
 CONFIG = "configs/DCMHT/synthetic.yaml"
 
 
-def runner_for(opts, save_dir):
-    register_all()
-    return BaseRunner(load_config(CONFIG, opts), save_dir)
-
-
-def test_short_run_improves_map_and_writes_run_directory(small_run, tmp_path):
-    runner = runner_for(small_run(epochs=3, **{"optimizer.lr": 0.003}), tmp_path / "run")
+def test_short_run_improves_map_and_writes_run_directory(small_run, make_runner, tmp_path):
+    runner = make_runner(CONFIG, small_run(epochs=3, **{"optimizer.lr": 0.003}), tmp_path / "run")
     before = runner.evaluate()
     runner.fit()
     runner.close()
@@ -33,14 +27,10 @@ def test_short_run_improves_map_and_writes_run_directory(small_run, tmp_path):
     assert load_config(run / "config.yaml")["run"]["epochs"] == 3
 
 
-def test_resume_continues_exactly(small_run, tmp_path):
-    straight = runner_for(small_run(epochs=2), tmp_path / "a")
+def test_resume_continues_exactly(small_run, make_runner, interrupted_run, tmp_path):
+    straight = make_runner(CONFIG, small_run(epochs=2), tmp_path / "a")
     straight.fit()
-    half = runner_for(small_run(epochs=2), tmp_path / "b")
-    half.run_cfg.epochs = 1
-    half.fit()
-    resumed = runner_for(small_run(epochs=2), tmp_path / "c")
-    resumed.load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt", resume=True)
+    _, resumed = interrupted_run(CONFIG, small_run(epochs=2))
     assert resumed.epoch == 1
     resumed.fit()
     a, c = straight.model.state_dict(), resumed.model.state_dict()
