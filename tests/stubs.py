@@ -26,3 +26,9 @@ def check_codes_and_gradients(model, batch: dict, outputs: dict, bits: int) -> N
     assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     model.eval()
     assert torch.equal(model.encode_image(batch["image"]), model.encode_image(batch["image"]))
+
+
+def tiny_clip_batch(size: int = 4, num_classes: int = 24) -> dict:
+    """Random images, token ids and multi-hot labels shaped for the tiny CLIP (32x32 images, 32 tokens)."""
+    return {"image": torch.randn(size, 3, 32, 32), "text": torch.randint(1, 400, (size, 32)),
+            "label": (torch.rand(size, num_classes) < 0.3).float()}

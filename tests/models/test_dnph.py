@@ -8,7 +8,7 @@ import torch
 
 from models.backbones.clip import CLIPBackbone
 from models.DNPH.model import DNPH, random_vertices
-from tests.stubs import TinyBackbone, check_codes_and_gradients
+from tests.stubs import TinyBackbone, check_codes_and_gradients, tiny_clip_batch
 
 CONFIG = "configs/DNPH/synthetic.yaml"
 
@@ -113,8 +113,7 @@ def test_saturated_codes_on_their_vertices_give_minus_point_two_k():
 def test_tiny_clip_shapes_binarisation_and_gradients():
     torch.manual_seed(0)
     model = DNPH(CLIPBackbone(arch="tiny"), bits=16, num_classes=24)
-    batch = {"image": torch.randn(4, 3, 32, 32), "text": torch.randint(1, 400, (4, 32)),
-             "label": (torch.rand(4, 24) < 0.3).float()}
+    batch = tiny_clip_batch(size=4, num_classes=24)
     out = model(batch)
     assert out["image"].shape == out["text"].shape == (4, 16)
     assert out["image_logits"].shape == out["text_logits"].shape == (4, 24)

@@ -6,7 +6,7 @@ import torch
 from models.backbones.clip import CLIPBackbone
 from models.DSPH.model import DSPH, code_threshold, init_proxies
 from models.heads import TanhHashHead
-from tests.stubs import TinyBackbone, check_codes_and_gradients
+from tests.stubs import TinyBackbone, check_codes_and_gradients, tiny_clip_batch
 
 CONFIG = "configs/DSPH/synthetic.yaml"
 TERMS = ("image_pos", "image_neg", "text_pos", "text_neg", "irrelevant_ii", "irrelevant_tt", "irrelevant_it")
@@ -163,8 +163,7 @@ def test_head_applies_dropout_before_tanh():
 def test_tiny_clip_shapes_binarisation_and_gradients():
     torch.manual_seed(0)
     model = DSPH(CLIPBackbone(arch="tiny"), bits=16, num_classes=24)
-    batch = {"image": torch.randn(4, 3, 32, 32), "text": torch.randint(1, 400, (4, 32)),
-             "label": (torch.rand(4, 24) < 0.3).float()}
+    batch = tiny_clip_batch(size=4, num_classes=24)
     out = model(batch)
     assert out["image"].shape == out["text"].shape == (4, 16)
     assert model.proxies.shape == (24, 16) and model.threshold == 0.0
