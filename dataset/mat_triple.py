@@ -20,6 +20,7 @@ import numpy as np
 import scipy.io
 
 from dataset.records import DatasetError, PairedData
+from utils.checks import check_choice
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,8 @@ def read_mat_triple(root: str, index_file: str = "index.mat", caption_file: str 
     Returns:
         The rows; ``meta`` records the files, keys and the image root used.
     """
-    _check_choice("check_images", check_images, CHECK_IMAGES)
-    _check_choice("zero_label_rows", zero_label_rows, ZERO_LABEL_ROWS)
+    check_choice("check_images", check_images, CHECK_IMAGES, DatasetError)
+    check_choice("zero_label_rows", zero_label_rows, ZERO_LABEL_ROWS, DatasetError)
     if path_keep is not None and (not isinstance(path_keep, int) or path_keep < 1):
         raise DatasetError(f"path_keep must be a positive integer or null, got {path_keep!r}")
     index_path = os.path.join(root, index_file)
@@ -150,7 +151,7 @@ def write_mat_triple(out_dir: str, image_paths: list[str], captions: list[list[s
     Returns:
         The written file paths by role (``index``, ``caption``, ``label``).
     """
-    _check_choice("caption_format", caption_format, CAPTION_FORMATS)
+    check_choice("caption_format", caption_format, CAPTION_FORMATS, DatasetError)
     labels = np.asarray(labels)
     if labels.ndim != 2:
         raise DatasetError(f"labels must be an (N, C) matrix, got shape {labels.shape}")
@@ -214,11 +215,6 @@ def write_files_atomically(writers: dict[str, Callable[[BinaryIO], Any]]) -> Non
     finally:
         for temp in temps.values():
             os.unlink(temp)
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise DatasetError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _first_key(path: str, keys: tuple[str, ...], found: list[str]) -> str:
