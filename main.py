@@ -10,7 +10,6 @@ Any error ends the program with one line on stderr and exit code 1 (2 for bad co
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -59,7 +58,8 @@ def run(args: argparse.Namespace) -> dict | None:
     from common.config import load_config
     overrides = list(args.opts) + ([f"run.seed={args.seed}"] if args.seed is not None else [])
     cfg = load_config(args.config_file, overrides)
-    runner_cls = registry.get("runner", cfg.get("run", {}).get("runner", "BaseRunner"))
+    from runners.base import runner_class
+    runner_cls = runner_class(cfg)
     save_dir = args.save_dir or default_save_dir(args.config_file)
     runner = runner_cls(cfg, save_dir, device=args.device)
     try:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> dict | None:
             runner.load_checkpoint(args.resume, resume=True)
         baseline = runner.random_code_baseline()
         summary = runner.fit()
-        key, last = runner.primary, summary["last"]
+        key, last = runner.evaluator.primary, summary["last"]
         if last:
             runner.logger.info(f"final {key} " + "  ".join(f"{d}={last[d][key]:.4f}" for d in baseline)
                                + f"  (run directory: {save_dir})")
@@ -95,7 +95,8 @@ def main(argv=None) -> int:
     except Exception as err:  # every failure becomes one line for the user; the traceback on demand
         if os.environ.get("HASHING_DEBUG"):
             raise
-        logging.getLogger("hashing").debug("error", exc_info=True)
+        from utils.logging import get_logger
+        get_logger().debug("error", exc_info=True)
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"error: {message}", file=sys.stderr)
         return 1

@@ -8,20 +8,21 @@ overlays across runs.
 from __future__ import annotations
 
 import csv
-import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import numpy as np
 import scipy.io
 import torch
 
 from common import metrics
+from common.schema import PositiveInt, validate
+from utils.io import atomic_write
+from utils.logging import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 # direction -> (query codes key, retrieval codes key); labels are shared by both modalities of an item.
 DIRECTIONS = {
@@ -47,9 +48,12 @@ CURVES = ("pr", "topn")
 CURVE_COLUMNS = {"pr": ("precision_micro", "recall_micro"), "topn": ("n", "precision", "recall")}
 
 
+Direction = Literal["i2t", "t2i", "i2i", "t2t"]
+
+
 @dataclass
 class EvalConfig:
-    """What :func:`evaluate_retrieval` reports.
+    """What :func:`evaluate_retrieval` reports (the ``eval`` section of labelled cross-modal datasets).
 
     Attributes:
         map_topk: cut-offs of mAP@K (variant ``standard``, spec V-nK, the papers' "mAP@K"); None stands for the
@@ -61,38 +65,20 @@ class EvalConfig:
         chunk_size: queries per chunk; None bounds the work memory automatically.
     """
 
-    map_topk: Sequence[int | None] = (None, 1000, 5000)
-    precision_k: Sequence[int] = (1, 5, 10, 50, 100, 1000)
+    map_topk: Sequence[PositiveInt | None] = (None, 1000, 5000)
+    precision_k: Sequence[PositiveInt] = (1, 5, 10, 50, 100, 1000)
     tie_aware: bool = True
-    tie_break: str = "index"
-    directions: Sequence[str] = ("i2t", "t2i", "i2i", "t2t")
-    chunk_size: int | None = None
+    tie_break: Literal["index", "reverse"] = "index"
+    directions: Sequence[Direction] = ("i2t", "t2i", "i2i", "t2t")
+    chunk_size: PositiveInt | None = None
 
     def __post_init__(self):
         self.map_topk = tuple(self.map_topk)
         self.precision_k = tuple(self.precision_k)
         self.directions = tuple(self.directions)
-        for k in self.map_topk:
-            if k is not None and not _is_positive_int(k):
-                raise ValueError(f"EvalConfig.map_topk must hold positive integers or None, got {k!r}")
-        for k in self.precision_k:
-            if not _is_positive_int(k):
-                raise ValueError(f"EvalConfig.precision_k must hold positive integers, got {k!r}")
-        for name in self.directions:
-            if name not in DIRECTIONS:
-                raise ValueError(
-                    f"EvalConfig.directions: unknown direction {name!r}; choose from {', '.join(DIRECTIONS)}"
-                )
-        if self.tie_break not in metrics.TIE_BREAKS:
-            raise ValueError(
-                f"EvalConfig.tie_break must be one of {', '.join(metrics.TIE_BREAKS)}, got {self.tie_break!r}"
-            )
-        if self.chunk_size is not None and not _is_positive_int(self.chunk_size):
-            raise ValueError(f"EvalConfig.chunk_size must be a positive integer or None, got {self.chunk_size!r}")
-
-
-def _is_positive_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+        validate(self)
+        if not self.directions:
+            raise ValueError("EvalConfig.directions must name at least one direction")
 
 
 def _require(mapping: Mapping, keys: Sequence[str], name: str) -> None:
@@ -131,10 +117,12 @@ def evaluate_retrieval(codes: Mapping, labels: Mapping, cfg: EvalConfig | None =
     return results
 
 
-def format_table(results: Mapping[str, Mapping[str, float]], tie_break: str = "index") -> str:
+def format_table(results: Mapping[str, Mapping[str, float]], tie_break: str = "index",
+                 footer: str | None = None) -> str:
     """A compact text table for the log: one row per metric, one column per direction.
 
-    A footer names the definitions (mAP variant, tie rule, zero-relevant policy), as spec section 11 asks.
+    A footer names the definitions (by default those of the hashing metrics: mAP variant, tie rule,
+    zero-relevant policy), as spec section 11 asks.
     """
     directions = list(results)
     names = list(dict.fromkeys(name for values in results.values() for name in values))
@@ -151,15 +139,16 @@ def format_table(results: Mapping[str, Mapping[str, float]], tie_break: str = "i
             else:
                 cells.append(f"{value:>10.4f}")
         lines.append(f"{name:<{width}}" + "".join(cells))
-    lines.append(f"mAP@K = variant standard (V-nK); equal distances ranked by {tie_break} tie-break; "
+    lines.append(footer or f"mAP@K = variant standard (V-nK); equal distances ranked by {tie_break} tie-break; "
                  "[tie] = expectation over random tie order; queries with no relevant item count 0")
     return "\n".join(lines)
 
 
 def save_curves(
-    codes: Mapping, labels: Mapping, out_dir: str | os.PathLike, chunk_size: int | None = None
+    codes: Mapping, labels: Mapping, out_dir: str | os.PathLike, chunk_size: int | None = None,
+    directions: Sequence[str] = CURVE_DIRECTIONS,
 ) -> list[Path]:
-    """Write PR (by Hamming radius) and top-N curves for i2t and t2i as CSV and PNG files into out_dir.
+    """Write PR (by Hamming radius) and top-N curves of ``directions`` as CSV and PNG files into out_dir.
 
     Files are ``pr_<direction>.csv|png`` and ``topn_<direction>.csv|png``; ``tools/plot_curves.py`` overlays
     the CSV files of several runs.
@@ -167,13 +156,13 @@ def save_curves(
     Returns:
         The written paths.
     """
-    needed = sorted({key for name in CURVE_DIRECTIONS for key in DIRECTIONS[name]}, key=CODE_KEYS.index)
+    needed = sorted({key for name in directions for key in DIRECTIONS[name]}, key=CODE_KEYS.index)
     _require(codes, needed, "codes")
     _require(labels, LABEL_KEYS, "labels")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name in CURVE_DIRECTIONS:
+    for name in directions:
         query_key, retrieval_key = DIRECTIONS[name]
         args = (codes[query_key], codes[retrieval_key], labels["query"], labels["retrieval"])
         curves = {
@@ -263,33 +252,26 @@ def _to_numpy(x, name: str) -> np.ndarray:
 def export_codes_mat(path: str | os.PathLike, codes: Mapping, labels: Mapping) -> None:
     """Write codes and labels as a MATLAB .mat file with the reference frameworks' keys.
 
-    Keys: q_img, q_txt, r_img, r_txt (codes) and q_l, r_l (labels), all float32 as those frameworks save
-    them. The file is written to a temporary name in the same folder and then renamed, so a crash never
-    leaves a truncated file under the final name.
+    Keys: q_img, q_txt, r_img, r_txt (codes; those of the modalities present, e.g. only q_img and r_img for
+    single-modal retrieval) and q_l, r_l (labels), all float32 as those frameworks save them. The write is
+    atomic (:mod:`utils.io`).
     """
-    _require(codes, CODE_KEYS, "codes")
+    present = [key for key in CODE_KEYS if key in codes]
+    if not any(k.startswith("query") for k in present) or not any(k.startswith("retrieval") for k in present):
+        raise ValueError(f"codes must hold query and retrieval codes under {', '.join(CODE_KEYS)}; got "
+                         f"{', '.join(codes) or 'none'}")
     _require(labels, LABEL_KEYS, "labels")
-    arrays = {MAT_KEYS[key]: _to_numpy(codes[key], f"codes[{key!r}]").astype(np.float32) for key in CODE_KEYS}
+    arrays = {MAT_KEYS[key]: _to_numpy(codes[key], f"codes[{key!r}]").astype(np.float32) for key in present}
     arrays.update({MAT_KEYS[key]: _to_numpy(labels[key], f"labels[{key!r}]").astype(np.float32) for key in LABEL_KEYS})
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            scipy.io.savemat(f, arrays, do_compression=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: scipy.io.savemat(f, arrays, do_compression=False))
 
 
 def load_codes_mat(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Read a file written by :func:`export_codes_mat` (or by the reference frameworks).
 
     Returns:
-        ``(codes, labels)`` dicts of float32 tensors under the keys :func:`evaluate_retrieval` takes.
+        ``(codes, labels)`` dicts of float32 tensors under the keys :func:`evaluate_retrieval` takes (the code
+        matrices the file holds: all four, or those of one modality).
     """
     try:
         content = scipy.io.loadmat(str(path))
@@ -297,9 +279,11 @@ def load_codes_mat(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
         raise ValueError(f"{path}: no such file") from None
     except Exception as err:  # scipy raises several types for a file that is not a .mat
         raise ValueError(f"{path}: not a readable MATLAB .mat file ({err})") from None
-    missing = [key for key in MAT_KEYS.values() if key not in content]
+    complete = [pair for pair in (("q_img", "r_img"), ("q_txt", "r_txt")) if all(k in content for k in pair)]
+    missing = [key for key in MAT_KEYS.values() if key not in content and (key in ("q_l", "r_l") or not complete)]
     if missing:
-        raise ValueError(f"{path}: missing the key(s) {', '.join(missing)} (expected {', '.join(MAT_KEYS.values())})")
+        raise ValueError(f"{path}: missing the key(s) {', '.join(missing)} (expected {', '.join(MAT_KEYS.values())}, "
+                         f"or the codes of one modality)")
     loaded = {key: torch.from_numpy(np.asarray(content[mat_key], dtype=np.float32))
-              for key, mat_key in MAT_KEYS.items()}
-    return {key: loaded[key] for key in CODE_KEYS}, {key: loaded[key] for key in LABEL_KEYS}
+              for key, mat_key in MAT_KEYS.items() if mat_key in content}
+    return {key: loaded[key] for key in CODE_KEYS if key in loaded}, {key: loaded[key] for key in LABEL_KEYS}

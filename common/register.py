@@ -17,7 +17,7 @@ import difflib
 import inspect
 from typing import Any, Callable
 
-KINDS = ("model", "runner", "optimizer", "scheduler", "dataset", "backbone", "tokenizer", "hook")
+KINDS = ("model", "runner", "optimizer", "scheduler", "dataset", "backbone", "tokenizer", "evaluator")
 
 
 class RegistryError(KeyError):
@@ -43,6 +43,7 @@ class Registry:
 
     def __init__(self, kinds=KINDS):
         self._entries: dict[str, dict[str, Any]] = {kind: {} for kind in kinds}
+        self._meta: dict[tuple[str, str], dict[str, Any]] = {}
         self._bases: dict[str, type] = {}
 
     def set_base(self, kind: str, base: type) -> None:
@@ -50,8 +51,9 @@ class Registry:
         self._table(kind)
         self._bases[kind] = base
 
-    def register(self, kind: str, name: str) -> Callable:
-        """Decorator that registers a class or function under ``name``."""
+    def register(self, kind: str, name: str, **meta) -> Callable:
+        """Decorator that registers a class or function under ``name``; ``meta`` is kept beside it
+        (a dataset names the evaluator of its task: ``register_dataset("x", evaluator="cross_modal")``)."""
         table = self._table(kind)
 
         def decorator(obj):
@@ -64,6 +66,7 @@ class Registry:
             if base is not None and not (inspect.isclass(obj) and issubclass(obj, base)):
                 raise RegistryError(f"{kind} '{name}' ({obj.__qualname__}) must subclass {base.__name__}")
             table[name] = obj
+            self._meta[(kind, name)] = dict(meta)
             return obj
 
         return decorator
@@ -76,6 +79,16 @@ class Registry:
             raise RegistryError(f"unknown {kind} '{name}'{closest(name, table)} (registered {kind}s: {known})")
         return table[name]
 
+    def meta(self, kind: str, name: str) -> dict[str, Any]:
+        """What was registered beside the entry ``name`` of ``kind`` (an unknown name raises as :meth:`get`)."""
+        self.get(kind, name)
+        return self._meta.get((kind, name), {})
+
+    def kind_of(self, annotation) -> str | None:
+        """The kind whose base class is exactly ``annotation`` (a constructor argument built from a
+        sub-section, e.g. ``backbone: nn.Module``), or None."""
+        return next((kind for kind, base in self._bases.items() if base is annotation), None)
+
     def list(self, kind: str) -> list[str]:
         return sorted(self._table(kind))
 
@@ -85,6 +98,7 @@ class Registry:
     def unregister(self, kind: str, name: str) -> None:
         """Remove an entry (tests that register throwaway classes clean up with this)."""
         self._table(kind).pop(name, None)
+        self._meta.pop((kind, name), None)
 
     def _table(self, kind: str) -> dict[str, Any]:
         if kind not in self._entries:
@@ -97,7 +111,7 @@ class Registry:
         if attr.startswith("register_"):
             kind = attr[len("register_"):]
             if kind in self.__dict__.get("_entries", {}):
-                return lambda name: self.register(kind, name)
+                return lambda name, **meta: self.register(kind, name, **meta)
         raise AttributeError(attr)
 
     def __repr__(self) -> str:

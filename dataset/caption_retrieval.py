@@ -8,18 +8,18 @@ of ``fold_size`` images (COCO 1K).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from common import metrics
 from common.register import registry
+from common.schema import PositiveInt
 from dataset.caption_pairs import CaptionRetrievalSet, folds, read_albef, read_karpathy
 from dataset.cross_modal import CrossModalDataset, DatasetSplits
 from dataset.images import open_images
 from dataset.records import DatasetError, PairedData
 from dataset.transforms import image_transform
-
-FORMATS = ("karpathy", "albef")
 
 
 @dataclass
@@ -46,7 +46,7 @@ class CaptionEval:
             values = {k[len(direction) + 1:]: v for k, v in flat.items() if k.startswith(direction + "_")}
             values["R@mean"] = float(np.mean([values[f"R@{k}"] for k in ks]))
             out[direction] = values
-        out["all"] = {"rsum": flat["rsum"], "r_mean": flat["r_mean"]}
+        out["all"] = {"rsum": flat["rsum"], "R@mean": flat["R@mean"]}
         return out
 
 
@@ -68,16 +68,14 @@ def _paired(data: CaptionRetrievalSet) -> PairedData:
     return PairedData(images=list(data.images), captions=groups, labels=None, meta=dict(data.meta))
 
 
-@registry.register_dataset("caption_pairs")
-def caption_pairs(preprocess, seed: int, image_root: str, format: str = "karpathy",
+@registry.register_dataset("caption_pairs", evaluator="caption_recall")
+def caption_pairs(preprocess, seed: int, image_root: str, format: Literal["karpathy", "albef"] = "karpathy",
                   annotation_file: str | None = None, train_file: str | None = None, eval_file: str | None = None,
                   train_split: str = "train", eval_split: str = "test", captions_per_image: str = "all",
-                  text: str = "raw", fold_size: int | None = None, image_cache: bool = False,
+                  text: str = "raw", fold_size: PositiveInt | None = None, image_cache: bool = False,
                   train_transform: str = "original") -> DatasetSplits:
-    """Karpathy or ALBEF caption files: pairs for training, Recall@K on ``eval_split`` for evaluation."""
-    if format not in FORMATS:
-        raise DatasetError(f"dataset.format must be one of {', '.join(FORMATS)}, got '{format}' (precomp sets "
-                           f"hold image features only, which the image towers cannot read)")
+    """Karpathy or ALBEF caption files: pairs for training, Recall@K on ``eval_split`` for evaluation (precomp
+    sets hold image features only, which the image towers cannot read)."""
     read = dict(annotation_file=annotation_file, train_file=train_file, eval_file=eval_file, image_root=image_root,
                 captions_per_image=captions_per_image, text=text)
     train_set = _read(format, train_split, **read, role="train")

@@ -8,19 +8,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from common.register import registry
+from common.schema import PositiveInt
 from dataset.images import open_images
 from dataset.mat_triple import read_mat_triple
 from dataset.records import PairedData
 from dataset.splits import make_split
 from dataset.transforms import image_transform
 
-CAPTION_MODES = ("random", "first")
+CaptionMode = Literal["random", "first"]
+CAPTION_MODES = get_args(CaptionMode)
 
 
 class CrossModalDataset(Dataset):
@@ -107,14 +110,14 @@ def make_datasets(data: PairedData, split: dict[str, np.ndarray], preprocess, im
                          part("retrieval", eval_tf, eval_caption), split, num_classes, dict(data.meta))
 
 
-@registry.register_dataset("mat_triple")
+@registry.register_dataset("mat_triple", evaluator="cross_modal")
 def mat_triple(preprocess, seed: int, root: str, index_file: str = "index.mat", caption_file: str = "caption.mat",
-               label_file: str = "label.mat", image_root: str | None = None, path_keep: int | None = None,
+               label_file: str = "label.mat", image_root: str | None = None, path_keep: PositiveInt | None = None,
                path_prefix_map: dict | None = None, check_images: str = "sample", zero_label_rows: str = "warn",
-               dataset: str | None = None, split: str = "clip_hash", query_num: int | None = None,
-               train_num: int | None = None, split_seed: int | None = None, split_file: str | None = None,
-               image_cache: bool = False, train_transform: str = "original", train_caption: str = "random",
-               eval_caption: str = "first") -> DatasetSplits:
+               dataset: str | None = None, split: str = "clip_hash", query_num: PositiveInt | None = None,
+               train_num: PositiveInt | None = None, split_seed: int | None = None, split_file: str | None = None,
+               image_cache: bool = False, train_transform: str = "original", train_caption: CaptionMode = "random",
+               eval_caption: CaptionMode = "first") -> DatasetSplits:
     """The DCMHT-style ``.mat`` triple (index/caption/label) split by a preset (datasets.md §1-2).
 
     ``image_cache: true`` decodes every image once into ``<root>/cache/`` (uint8 memmap per resolution).

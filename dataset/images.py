@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,10 +16,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dataset.mat_triple import write_files_atomically
 from dataset.records import DatasetError
+from utils.io import write_files_atomically
+from utils.logging import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 
 def load_rgb(path: str) -> Image.Image:

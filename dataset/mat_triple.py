@@ -9,11 +9,9 @@ are rewritten at read time (``image_root``/``path_keep``/``path_prefix_map``) in
 """
 from __future__ import annotations
 
-import logging
 import os
 import re
-import tempfile
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -21,8 +19,10 @@ import scipy.io
 
 from dataset.records import DatasetError, PairedData
 from utils.checks import check_choice
+from utils.io import write_files_atomically
+from utils.logging import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 INDEX_KEYS = ("index", "imgs", "FAll")
 CAPTION_KEYS = ("caption", "tags", "YAll")
@@ -191,30 +191,6 @@ def write_mat_triple(out_dir: str, image_paths: list[str], captions: list[list[s
     written = {role: os.path.join(out_dir, name) for role, (name, _) in writers.items()}
     write_files_atomically({written[role]: write for role, (_, write) in writers.items()})
     return written
-
-
-def write_files_atomically(writers: dict[str, Callable[[BinaryIO], Any]]) -> None:
-    """Write each file through ``writer(binary_file)`` to a temporary name, then rename them all into place.
-
-    Renaming happens only after every file is written, so an error or interruption leaves either the old
-    files or the new ones, never a truncated file; temporary files are removed on failure.
-    """
-    temps: dict[str, str] = {}
-    mask = os.umask(0)
-    os.umask(mask)
-    try:
-        for path, write in writers.items():
-            folder = os.path.dirname(os.path.abspath(path))
-            os.makedirs(folder, exist_ok=True)
-            fd, temps[path] = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-            os.fchmod(fd, 0o666 & ~mask)
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-        for path in writers:
-            os.replace(temps.pop(path), path)
-    finally:
-        for temp in temps.values():
-            os.unlink(temp)
 
 
 def _first_key(path: str, keys: tuple[str, ...], found: list[str]) -> str:

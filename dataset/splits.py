@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from dataset.mat_triple import write_files_atomically
 from dataset.records import DatasetError
+from utils.io import write_files_atomically
 
 DATASETS = ("mirflickr", "nuswide", "coco")
 SPLIT_KEYS = ("query", "train", "retrieval")

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from common.register import registry
+from common.schema import NonNegativeFloat, PositiveInt
 from dataset.cross_modal import DatasetSplits, make_datasets
 from dataset.mat_triple import read_mat_triple, write_mat_triple
 from dataset.splits import make_split
@@ -98,10 +99,11 @@ def generate(out_dir: str | os.PathLike, num_samples: int = 2000, num_classes: i
     return out
 
 
-@registry.register_dataset("synthetic")
-def synthetic(preprocess, seed: int, root: str = "data/synthetic", num_samples: int = 2000, num_classes: int = 10,
-              image_size: int = 32, noise: float = 0.1, data_seed: int = 0, query_num: int = 200,
-              train_num: int = 1000, split_seed: int = 1814, train_transform: str = "original") -> DatasetSplits:
+@registry.register_dataset("synthetic", evaluator="cross_modal")
+def synthetic(preprocess, seed: int, root: str = "data/synthetic", num_samples: PositiveInt = 2000,
+              num_classes: PositiveInt = 10, image_size: PositiveInt = 32, noise: NonNegativeFloat = 0.1,
+              data_seed: int = 0, query_num: PositiveInt = 200, train_num: PositiveInt = 1000, split_seed: int = 1814,
+              train_transform: str = "original") -> DatasetSplits:
     """Generate the synthetic triple under ``root`` (once per parameter set) and split it like real data."""
     params = dict(num_samples=num_samples, num_classes=num_classes, image_size=image_size, noise=noise,
                   seed=data_seed)

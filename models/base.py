@@ -11,7 +11,10 @@ only ever calls the methods below, so a new method needs nothing else from the f
   features (``image_features`` / ``text_features``), which also lets it train from cached features;
 * ``param_groups()`` -> which parameters are backbone (small lr) and which are head (large lr);
 * ``extra_optimizers()`` -> optimisers of auxiliary state that trains apart from the main optimiser
-  (e.g. class proxies); the runner steps them and saves them with checkpoints.
+  (e.g. class proxies); the runner steps them and saves them with checkpoints;
+* ``before_training(context)`` -> a hook run once before the first epoch (and after a resume), with what a
+  method may need beyond a batch (:class:`TrainingContext`: the data with the training labels, the device,
+  the run directory, the logger); MITH takes the training labels there, TwDH fits its transforms.
 
 Auxiliary state (memory banks, proxies, centers) lives in parameters or buffers, so it is saved and
 restored with the model's ``state_dict``.
@@ -19,14 +22,17 @@ restored with the model's ``state_dict``.
 from __future__ import annotations
 
 import abc
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from common.config import Config, build
+from common.config import Section, build
 from common.register import registry
+from common.schema import Field
 
 
 @dataclass
@@ -39,6 +45,28 @@ class Preprocess:
     tokenizer: Callable[[list[str]], torch.Tensor]
 
 
+@dataclass
+class TrainingContext:
+    """What :meth:`HashModel.before_training` receives.
+
+    Attributes:
+        data: the dataset's splits (``data.train.labels`` are the training labels, None for label-free data).
+        device: where the model lives.
+        run_dir: the run directory on the process that writes (rank 0), else None (also when nothing is
+            saved).
+        logger: the run's logger.
+    """
+
+    data: object
+    device: torch.device
+    run_dir: Path | None
+    logger: logging.Logger
+
+    @property
+    def train_labels(self) -> torch.Tensor | None:
+        return self.data.train.labels
+
+
 class HashModel(nn.Module, metaclass=abc.ABCMeta):
     """Base class of every hashing model. Subclasses take ``bits`` and their backbone(s) as arguments."""
 
@@ -48,6 +76,13 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
             raise ValueError(f"model.bits must be a positive integer, got {bits}")
         self.backbone = backbone
         self.bits = bits
+
+    def before_training(self, context: TrainingContext) -> None:
+        """Prepare what training needs beyond a batch; called before the first epoch and after a resume.
+
+        Nothing by default. Under torchrun every process calls it; state it computes must come out the same
+        on every rank (or be broadcast with ``utils.distributed.broadcast``).
+        """
 
     def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         """Training outputs; a batch of cached backbone features (``run.feature_cache``) skips the backbone."""
@@ -149,19 +184,22 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
         return Preprocess(image.image_size, tuple(image.mean), tuple(image.std), text.tokenizer())
 
 
-FRAMEWORK_MODEL_KEYS = ("freeze_backbone",)
+MODEL_SECTION = Section(kind="model", context=("num_classes", "num_train"),
+                        extra=(Field("freeze_backbone", bool, False),))
+"""The ``model`` section: the registered model's arguments (its backbones are sub-sections), less what the
+framework supplies (the dataset's number of classes and training-set size), plus ``freeze_backbone``, which
+the framework applies to every model."""
 
 
-def build_model(cfg: Config, backbones: dict[str, nn.Module], num_classes: int | None,
+def build_model(section: dict, backbones: dict[str, nn.Module], num_classes: int | None,
                 num_train: int | None = None) -> HashModel:
-    """Build ``cfg['model']`` around already built backbones (the ``*backbone`` keys of the section).
+    """Build a resolved ``model`` section around already built backbones.
 
     ``num_classes`` and ``num_train`` (training-set size, for memory banks) are passed to models whose
-    constructor takes them. ``model.freeze_backbone: true`` is handled here for every model.
+    constructor takes them. ``freeze_backbone: true`` is handled here for every model.
     """
-    section = {k: v for k, v in cfg["model"].items() if k not in backbones and k not in FRAMEWORK_MODEL_KEYS}
-    model = build("model", section, "model", cfg, num_classes=num_classes, num_train=num_train, **backbones)
-    if cfg["model"].get("freeze_backbone", False):
+    model = build("model", section, num_classes=num_classes, num_train=num_train, **backbones)
+    if section["freeze_backbone"]:
         model.freeze_backbone()
     return model
 

@@ -1,8 +1,10 @@
 """The one training and evaluation loop.
 
-Every method runs through :class:`BaseRunner`. A method that needs something at a fixed stage overrides one
-hook (``on_train_start``, ``on_epoch_start``, ``after_step``, ``on_epoch_end``) in a registered subclass
-named by ``run.runner``; it never copies the loop.
+Every method runs through :class:`BaseRunner`. What a method needs before training (the training labels, a
+transform fitted to them) is its model's ``before_training`` hook; the task's evaluation (what to encode, the
+metrics, the best-epoch number, what to write) is the dataset's evaluator (``common/evaluators.py``). Only a
+genuinely different loop is a registered runner subclass named by ``run.runner``, overriding one hook
+(``on_train_start``, ``on_epoch_start``, ``after_step``, ``on_epoch_end``); it never copies the loop.
 
 Written for ``torchrun``: one process per device; the sampler shards the data; the training outputs and
 the batch are gathered across ranks (with gradients) before the loss, so pairwise losses see the global
@@ -16,6 +18,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -23,18 +26,19 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from common.config import Config, ConfigError, atomic_write_text, build, from_section
-from common.evaluation import EvalConfig, evaluate_retrieval, export_codes_mat, format_table, save_curves
+from common.config import Config, ConfigError, Section, build, from_section, nested_sections, resolve
+from common.evaluators import build_evaluator, evaluator_class
 from common.register import registry
+from common.schema import NonNegativeInt, PositiveFloat, PositiveInt, validate
 from dataset.splits import save_split
-from models.base import HashModel, build_model
+from models.base import MODEL_SECTION, HashModel, TrainingContext, build_model
 from runners.feature_cache import cached_features
 from utils import distributed
 from utils.checkpoint import load, rng_state, save_atomic, seed_everything, set_rng_state
+from utils.io import atomic_write_text
 from utils.logging import setup_logging
 
 AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-DIRECTIONS = ("i2t", "t2i")
 
 
 @dataclass
@@ -67,37 +71,45 @@ class RunConfig:
     """
 
     runner: str = "BaseRunner"
-    epochs: int = 100
-    batch_size: int = 64
-    eval_batch_size: int | None = None
-    num_workers: int = 2
-    eval_every: int = 1
+    epochs: PositiveInt = 100
+    batch_size: PositiveInt = 64
+    eval_batch_size: PositiveInt | None = None
+    num_workers: NonNegativeInt = 2
+    eval_every: PositiveInt = 1
     seed: int = 1814
     device: str = "auto"
-    amp: str = "none"
-    clip_grad_norm: float | None = None
-    accumulate_steps: int = 1
+    amp: Literal["none", "fp16", "bf16"] = "none"
+    clip_grad_norm: PositiveFloat | None = None
+    accumulate_steps: PositiveInt = 1
     compile: bool = False
     feature_cache: bool = False
     feature_cache_dir: str = "cache/features"
     gather_across_ranks: bool = True
     find_unused_parameters: bool = False
-    log_every: int = 20
+    log_every: PositiveInt = 20
     progress: bool = True
     save_codes: bool = True
 
     def __post_init__(self):
-        if self.amp not in AMP_DTYPES:
-            raise ValueError(f"run.amp must be one of {list(AMP_DTYPES)}, got '{self.amp}'")
-        for key in ("epochs", "batch_size", "eval_every", "log_every", "accumulate_steps"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"run.{key} must be at least 1, got {getattr(self, key)}")
+        validate(self)
 
 
-def build_backbones(cfg: Config) -> dict:
-    """Every ``model.*backbone`` section, built through the backbone registry."""
-    return {key: build("backbone", section, f"model.{key}", cfg)
-            for key, section in cfg["model"].items() if key.endswith("backbone") and isinstance(section, dict)}
+def config_sections() -> dict[str, Section]:
+    """The schema of a run's config: each section and the class its keys belong to."""
+    return {
+        "model": MODEL_SECTION,
+        "optimizer": Section(kind="optimizer", context=("param_groups", "total_steps")),
+        "dataset": Section(kind="dataset", context=("preprocess", "seed")),
+        "run": Section(target=lambda resolved: RunConfig),
+        "eval": Section(target=lambda resolved: evaluator_class(resolved["dataset"]["name"]).Options
+                        if "dataset" in resolved else None),
+    }
+
+
+def runner_class(cfg: Config) -> type:
+    """The runner a config names in ``run.runner`` (:class:`BaseRunner` unless a method's loop differs)."""
+    run = cfg.get("run") if isinstance(cfg.get("run"), dict) else {}
+    return registry.get("runner", run.get("runner", RunConfig.runner))
 
 
 def to_device(batch: dict, device: torch.device) -> dict:
@@ -108,9 +120,8 @@ class BaseRunner:
     """Builds everything from a config through the registry, then trains, evaluates and checkpoints."""
 
     def __init__(self, cfg: Config, save_dir: str | Path | None, device: str | None = None):
-        self.cfg = cfg
-        self.run_cfg = from_section(RunConfig, cfg.get("run"), "run", cfg)
-        self.eval_cfg = from_section(EvalConfig, cfg.get("eval"), "eval", cfg)
+        self.cfg = cfg = resolve(cfg, config_sections())
+        self.run_cfg = from_section(RunConfig, cfg["run"])
         self.dist = distributed.setup(device or self.run_cfg.device)
         self.device = self.dist.device
         self.save_dir = Path(save_dir) if save_dir is not None else None
@@ -120,20 +131,21 @@ class BaseRunner:
         self.logger = setup_logging(self.save_dir, self.dist.is_main)
         seed_everything(self.run_cfg.seed)
 
-        backbones = build_backbones(cfg)
+        backbones = {key: build(kind, section)
+                     for key, (kind, section) in nested_sections("model", cfg["model"]).items()}
         self.preprocess = HashModel.preprocess_of(backbones)
         with distributed.main_process_first():
-            self.data = build("dataset", cfg["dataset"], "dataset", cfg, preprocess=self.preprocess,
-                              seed=self.run_cfg.seed)
-        self.model: HashModel = build_model(cfg, backbones, self.data.num_classes,
-                                                 len(self.data.train)).to(self.device)
+            self.data = build("dataset", cfg["dataset"], preprocess=self.preprocess, seed=self.run_cfg.seed)
+        self.model: HashModel = build_model(cfg["model"], backbones, self.data.num_classes,
+                                            len(self.data.train)).to(self.device)
         self.feature_cache = self.run_cfg.feature_cache
         if self.feature_cache:
             self._use_feature_cache()
+        self.evaluator = build_evaluator(cfg["dataset"]["name"], self.data, cfg["eval"])
         self.train_loader = self._loader(self.data.train, train=True)
         self.steps_per_epoch = math.ceil(len(self.train_loader) / self.run_cfg.accumulate_steps)
         self.optimizer, self.scheduler = build(
-            "optimizer", cfg["optimizer"], "optimizer", cfg, param_groups=self.model.param_groups(),
+            "optimizer", cfg["optimizer"], param_groups=self.model.param_groups(),
             total_steps=self.steps_per_epoch * self.run_cfg.epochs)
         self.extra_optimizers = self.model.extra_optimizers()
         self.ddp_model = self.model
@@ -191,8 +203,13 @@ class BaseRunner:
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
     # ------------------------------------------------------------------ hooks
+    def training_context(self) -> TrainingContext:
+        """What the model's ``before_training`` hook receives."""
+        run_dir = self.save_dir if self.dist.is_main else None
+        return TrainingContext(self.data, self.device, run_dir, self.logger)
+
     def on_train_start(self) -> None:
-        """Called once before the first epoch (after a resume too)."""
+        """Called once before the first epoch (after a resume too), after the model's ``before_training``."""
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called before each training epoch."""
@@ -325,6 +342,7 @@ class BaseRunner:
 
     def fit(self) -> dict:
         """Train from ``self.epoch`` to ``run.epochs``, evaluating and checkpointing; returns the summary."""
+        self.model.before_training(self.training_context())
         self.on_train_start()
         self.logger.info(f"training {self.cfg['model']['name']} for {self.run_cfg.epochs} epochs, "
                          f"{self.steps_per_epoch} steps each, on {self.device} x {self.dist.world_size}")
@@ -365,82 +383,40 @@ class BaseRunner:
         order[index] = torch.arange(len(index), device=index.device)  # DistributedSampler pads by repeating
         return {m: codes[order].cpu() for m, codes in gathered.items()}
 
-    def compute_codes(self) -> tuple[dict, dict | None]:
-        """Codes (and labels) of the evaluation sets; label-free caption data gives labels None."""
-        captions = self.data.caption_eval
-        if captions is not None:
-            return {"image": self.encode(captions.images, ("image",))["image"],
-                    "text": self.encode(captions.captions, ("text",))["text"]}, None
-        query, retrieval = self.encode(self.data.query), self.encode(self.data.retrieval)
-        codes = {"query_image": query["image"], "query_text": query["text"],
-                 "retrieval_image": retrieval["image"], "retrieval_text": retrieval["text"]}
-        return codes, {"query": self.data.query.labels, "retrieval": self.data.retrieval.labels}
-
-    @property
-    def primary(self) -> str:
-        """The per-direction number that picks the best epoch."""
-        return "R@mean" if self.data.caption_eval is not None else "mAP@all"
-
-    def score(self, codes: dict, labels: dict | None, cfg: EvalConfig | None = None) -> dict:
-        """Every metric per direction: retrieval metrics with labels, caption Recall@K without."""
-        if labels is not None:
-            return evaluate_retrieval(codes, labels, cfg or self.eval_cfg)
-        return self.data.caption_eval.recall(codes["image"], codes["text"])
-
     def evaluate(self) -> dict:
-        """Encode the evaluation sets once and compute every metric."""
-        return self.score(*self.compute_codes())
+        """Encode the evaluation sets once and compute every metric of the task."""
+        return self.evaluator.score(self.evaluator.compute_codes(self.encode))
 
     def random_code_baseline(self) -> dict[str, float]:
         """The primary metric of random codes on this split: the level a trained model must clearly beat."""
-        gen = torch.Generator().manual_seed(0)
-        captions = self.data.caption_eval
-        if captions is not None:
-            sizes = {"image": len(captions.images), "text": len(captions.captions)}
-            labels = None
-        else:
-            sizes = {"query_image": len(self.data.query), "query_text": len(self.data.query),
-                     "retrieval_image": len(self.data.retrieval), "retrieval_text": len(self.data.retrieval)}
-            labels = {"query": self.data.query.labels, "retrieval": self.data.retrieval.labels}
-        codes = {k: torch.randint(0, 2, (n, self.model.bits), generator=gen).float() * 2 - 1
-                 for k, n in sizes.items()}
-        results = self.score(codes, labels, EvalConfig(map_topk=(None,), precision_k=(), tie_aware=False,
-                                                       directions=DIRECTIONS))
-        return {d: results[d][self.primary] for d in DIRECTIONS}
+        return self.evaluator.random_baseline(self.model.bits)
 
     def evaluate_and_record(self) -> bool:
         """Evaluate, log, and write metrics.json / codes / curves; True if the mean primary metric improved."""
-        codes, labels = self.compute_codes()
+        codes = self.evaluator.compute_codes(self.encode)
         if not self.dist.is_main:
             return False
-        results = self.score(codes, labels)
+        results = self.evaluator.score(codes)
         self.history.append({"epoch": self.epoch, "step": self.global_step, **results})
         for direction, values in results.items():
             self._log_scalars(f"eval/{direction}", values)
-        key = self.primary
-        score = float(np.mean([results[d][key] for d in DIRECTIONS]))
+        key, ranked = self.evaluator.primary, self.evaluator.ranked
+        score = float(np.mean([results[d][key] for d in ranked]))
         improved = score > self.best.get("mean", {}).get(key, -1.0)
-        for direction in DIRECTIONS:
+        for direction in ranked:
             if results[direction][key] > self.best.get(direction, {}).get(key, -1.0):
                 self.best[direction] = {"epoch": self.epoch, key: results[direction][key]}
         if improved:
             self.best["mean"] = {"epoch": self.epoch, key: score}
-        self.logger.info(f"evaluation after epoch {self.epoch}:\n{format_table(results)}")
-        self.logger.info(f"{key}  " + "  ".join(f"{d}={results[d][key]:.4f}" for d in DIRECTIONS)
+        self.logger.info(f"evaluation after epoch {self.epoch}:\n{self.evaluator.format(results)}")
+        self.logger.info(f"{key}  " + "  ".join(f"{d}={results[d][key]:.4f}" for d in ranked)
                          + "  (best " + "  ".join(f"{d}={self.best[d][key]:.4f}@{self.best[d]['epoch']}"
-                                                  for d in DIRECTIONS) + ")")
+                                                  for d in ranked) + ")")
         if self.save_dir is not None:
             self.write_metrics()
-            if self.run_cfg.save_codes and labels is not None:
-                self._save_codes(codes, labels, "last")
-                if improved:
-                    self._save_codes(codes, labels, "best")
-                save_curves(codes, labels, self.save_dir / "curves")
+            if self.run_cfg.save_codes:
+                self.evaluator.save(codes, self.save_dir, ["last", "best"] if improved else ["last"])
         return improved
-
-    def _save_codes(self, codes: dict, labels: dict, tag: str) -> None:
-        (self.save_dir / "codes").mkdir(exist_ok=True)
-        export_codes_mat(self.save_dir / "codes" / f"{tag}.mat", codes, labels)
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else {}
@@ -499,5 +475,5 @@ class BaseRunner:
             self.writer.close()
 
 
-registry.register_runner("BaseRunner")(BaseRunner)
 registry.set_base("runner", BaseRunner)
+registry.register_runner("BaseRunner")(BaseRunner)

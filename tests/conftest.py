@@ -32,9 +32,10 @@ def make_runner():
     from main import register_all
 
     def make(config_file: str, opts: list[str], save_dir):
-        registry = register_all()
+        register_all()
+        from runners.base import runner_class
         cfg = load_config(config_file, opts)
-        return registry.get("runner", cfg.get("run", {}).get("runner", "BaseRunner"))(cfg, save_dir)
+        return runner_class(cfg)(cfg, save_dir)
 
     return make
 

@@ -8,14 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from utils.io import atomic_write
+
 
 def save_atomic(obj, path: str | os.PathLike) -> None:
-    """torch.save to a temp file in the same folder, then rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save through :func:`utils.io.atomic_write`: a crash never leaves a half-written file."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:

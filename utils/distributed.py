@@ -117,9 +117,8 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     return _all_gather_cat(tensor)[0]
 
 
-def all_reduce_mean(value: float, device: torch.device) -> float:
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return float(tensor) / dist.get_world_size()
+def broadcast(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Rank ``src``'s ``tensor`` on every process (in place); the identity on one process."""
+    if dist.is_initialized():
+        dist.broadcast(tensor, src=src)
+    return tensor

@@ -1,4 +1,8 @@
-"""The framework's logger: console plus ``train.log`` in the run directory, rank 0 only."""
+"""The framework's logger: console plus ``train.log`` in the run directory, rank 0 only.
+
+One hierarchy: every module logs through ``get_logger(__name__)``, a child of the ``hashing`` logger, so its
+lines reach the same console and ``train.log`` as the runner's.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,8 +12,9 @@ from pathlib import Path
 LOGGER_NAME = "hashing"
 
 
-def get_logger() -> logging.Logger:
-    return logging.getLogger(LOGGER_NAME)
+def get_logger(name: str | None = None) -> logging.Logger:
+    """The framework's logger, or the child for module ``name`` (pass ``__name__``)."""
+    return logging.getLogger(LOGGER_NAME if name is None else f"{LOGGER_NAME}.{name}")
 
 
 def setup_logging(run_dir: str | Path | None, is_main: bool = True) -> logging.Logger:

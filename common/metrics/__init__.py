@@ -23,12 +23,9 @@ The package is split by idea, each module building on the ones before it:
 """
 from __future__ import annotations
 
-import sys
-import types
-
 from common.metrics import captions, engine, hashing, inputs, products, ties
 from common.metrics.captions import caption_recall_at_k
-from common.metrics.engine import TIE_BREAKS, _sort_on_host
+from common.metrics.engine import TIE_BREAKS
 from common.metrics.hashing import (
     GAINS,
     MAP_VARIANTS,
@@ -42,7 +39,6 @@ from common.metrics.hashing import (
     retrieval_metrics,
     topn_precision_curve,
 )
-from common.metrics.products import _product_dtype
 
 __all__ = [
     "GAINS",
@@ -59,24 +55,3 @@ __all__ = [
     "retrieval_metrics",
     "topn_precision_curve",
 ]
-
-# _product_dtype and _sort_on_host are the two device hooks: a test replaces them on this package to run the
-# accelerator code paths (float32 products, torch's stable sort) on CPU.
-_SUBMODULES = (products, inputs, engine, ties, hashing, captions)
-_UNSET = object()
-
-
-class _Package(types.ModuleType):
-    """This package as a module object: setting one of its names (as ``monkeypatch.setattr(metrics, ...)`` does,
-    and undoes) also sets it in every submodule that holds the same object, so the code there sees the change."""
-
-    def __setattr__(self, name: str, value) -> None:
-        old = self.__dict__.get(name, _UNSET)
-        if old is not _UNSET and not isinstance(old, types.ModuleType):
-            for module in _SUBMODULES:
-                if module.__dict__.get(name, _UNSET) is old:
-                    setattr(module, name, value)
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

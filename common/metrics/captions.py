@@ -11,11 +11,12 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from common.metrics import products
 from common.metrics.engine import _PAIRS_PER_CHUNK, TIE_BREAKS
 from common.metrics.inputs import (
     _as_tensor, _check_codes_pair, _check_ks, _check_matrix, _check_positive_int, _common_device,
 )
-from common.metrics.products import _product_dtype, _products
+from common.metrics.products import _products
 from utils.checks import check_choice
 
 
@@ -48,7 +49,7 @@ def caption_recall_at_k(
 
     Returns:
         ``i2t_R@<k>``, ``t2i_R@<k>``, ``t2i_R@<k>[tie]`` for each k, ``rsum`` (sum of the standard values) and
-        ``r_mean`` (their mean).
+        ``R@mean`` (their mean).
     """
     ks = _check_ks(ks)
     check_choice("tie_break", tie_break, TIE_BREAKS)
@@ -82,7 +83,7 @@ def caption_recall_at_k(
         out[f"t2i_R@{k}[tie]"] = 100.0 * float(hits_tie[i]) / scores.num_texts
     standard = [v for name, v in out.items() if not name.endswith("[tie]")]
     out["rsum"] = sum(standard)
-    out["r_mean"] = out["rsum"] / len(standard)
+    out["R@mean"] = out["rsum"] / len(standard)
     return out
 
 
@@ -104,8 +105,8 @@ class _CaptionScores:
             )
             _check_codes_pair(first, second, "similarity_or_image_codes", "text_codes")
             # The inner product <a, b> = K - 2 * Hamming orders (and ties) exactly like -Hamming.
-            self.images = first.to(device=device, dtype=_product_dtype(device))
-            self.texts = second.to(device=device, dtype=_product_dtype(device))
+            self.images = first.to(device=device, dtype=products._product_dtype(device))
+            self.texts = second.to(device=device, dtype=products._product_dtype(device))
             self.num_images, self.num_texts = first.shape[0], second.shape[0]
         self.device = self.images.device
 

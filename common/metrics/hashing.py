@@ -6,7 +6,6 @@ IDCG, hits at cut-offs) sit next to the public functions that reduce them.
 """
 from __future__ import annotations
 
-import logging
 import math
 from typing import Sequence
 
@@ -14,15 +13,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from common.metrics import products
 from common.metrics.engine import TIE_BREAKS, _blocks, _Block, _collect
 from common.metrics.inputs import (
     _as_tensor, _check_codes_pair, _check_ks, _check_positive_int, _common_device, _prepare,
 )
-from common.metrics.products import _bit_halves, _product_dtype, _products
+from common.metrics.products import _bit_halves, _products
 from common.metrics.ties import _expected_ap_nk, _expected_hits, _harmonic, _TieStats
 from utils.checks import check_choice
+from utils.logging import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 MAP_VARIANTS = ("standard", "standard_excl", "minRK", "R", "legacy", "tie_aware")
 ZERO_RELEVANT_POLICIES = ("zero", "exclude", "nan")
@@ -146,7 +147,7 @@ def hamming_distance(a, b):
     tensors = {name: _as_tensor(x, name) for name, x in given.items()}
     device = _common_device(tensors, given)
     _check_codes_pair(tensors["a"], tensors["b"], "a", "b")
-    dtype = _product_dtype(device)
+    dtype = products._product_dtype(device)
     x, y = _bit_halves(tensors["a"].to(device), "query", dtype), _bit_halves(tensors["b"].to(device), "db", dtype)
     dist = _products(x, y).to(torch.int32)
     return dist if any(isinstance(v, Tensor) for v in given.values()) else dist.numpy()

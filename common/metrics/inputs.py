@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from common.metrics.products import _bit_halves, _product_dtype
+from common.metrics import products
+from common.metrics.products import _bit_halves
 
 # Entries of a code or label matrix validated at once (bounds the temporaries of the value check).
 _VALIDATE_ELEMENTS = 2**22
@@ -118,7 +119,7 @@ def _prepare(query_codes, db_codes, query_labels, db_labels) -> _Data:
             f"db_labels must have as many classes as query_labels ({tensors['query_labels'].shape[1]}), "
             f"got {tensors['db_labels'].shape[1]}"
         )
-    dtype = _product_dtype(device)
+    dtype = products._product_dtype(device)
     return _Data(
         query_codes=_bit_halves(tensors["query_codes"].to(device), "query", dtype),
         db_codes=_bit_halves(tensors["db_codes"].to(device), "db", dtype),

@@ -19,19 +19,22 @@ Deviations from the reference code (single-process results are unchanged):
 * the K per-bit ``Linear(D, 1)`` layers are fused into one (K, D) weight (same init), which also works for a
   batch of one, where the reference's squeeze breaks;
 * the likelihood's ``log(1 + exp(theta))`` is computed as ``softplus``, the same value without overflow;
-* the training-set labels reach the model through :class:`runners.MITH.MITHRunner` (``run.runner:
-  MITHRunner``); for data without labels an item is similar only to itself.
+* the training-set labels reach the model through its ``before_training`` hook; for data without labels
+  an item is similar only to itself.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.register import registry
-from models.base import HashModel
+from common.schema import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from models.base import HashModel, TrainingContext
 from models.losses import label_similarity
-from models.MITH.head import ACTIVATIONS, GlobalConceptLearning, LocalConceptTransforming
+from models.MITH.head import GlobalConceptLearning, LocalConceptTransforming
 from models.MITH.losses import bank_likelihood, distillation, instance_contrast, quantization, token_contrast
 
 PAD_ID = 0  # the reference masks text ids equal to 0 (the tokenizer's padding) inside CLIP and in LTA
@@ -62,16 +65,16 @@ class MITH(HashModel):
         temperature: InfoNCE temperature.
     """
 
-    def __init__(self, backbone: nn.Module, num_train: int, bits: int = 16, num_classes: int | None = None,
-                 top_k_label: int = 8, res_mlp_layers: int = 2, transformer_layers: int = 2, dropout: float = 0.0,
-                 activation: str = "gelu", intra_weight: float = 1.0, inter_weight: float = 10.0,
-                 quant_weight: float = 8.0, contrast_weight: float = 50.0, token_contrast_factor: float = 0.01,
-                 distill_weight: float = 1.0, teacher_share: float = 0.99, temperature: float = 0.07):
+    def __init__(self, backbone: nn.Module, num_train: int, bits: PositiveInt = 16, num_classes: int | None = None,
+                 top_k_label: PositiveInt = 8, res_mlp_layers: NonNegativeInt = 2, transformer_layers: PositiveInt = 2,
+                 dropout: NonNegativeFloat = 0.0, activation: Literal["gelu", "relu"] = "gelu",
+                 intra_weight: NonNegativeFloat = 1.0, inter_weight: NonNegativeFloat = 10.0,
+                 quant_weight: NonNegativeFloat = 8.0, contrast_weight: NonNegativeFloat = 50.0,
+                 token_contrast_factor: NonNegativeFloat = 0.01, distill_weight: NonNegativeFloat = 1.0,
+                 teacher_share: NonNegativeFloat = 0.99, temperature: PositiveFloat = 0.07):
         super().__init__(backbone, bits)
         if not 1 <= top_k_label <= bits:
             raise ValueError(f"model.top_k_label must be between 1 and model.bits={bits}, got {top_k_label}")
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"model.activation must be one of {list(ACTIVATIONS)}, got '{activation}'")
         if num_train < 1:
             raise ValueError(f"MITH needs the training-set size num_train >= 1 for its memory banks, got {num_train}")
         dim = backbone.embed_dim
@@ -90,6 +93,11 @@ class MITH(HashModel):
         self.token_contrast_factor = token_contrast_factor
         self.teacher_share = teacher_share
         self.temperature = temperature
+
+    def before_training(self, context: TrainingContext) -> None:
+        """Take the training labels, which every batch is compared with (after a resume too: they are data,
+        not saved state)."""
+        self.set_train_labels(context.train_labels)
 
     def set_train_labels(self, labels: torch.Tensor | None) -> None:
         """Store the (N, C) multi-hot labels of the training set, against which every batch is compared."""
@@ -146,7 +154,7 @@ class MITH(HashModel):
             return (rows[:, None] == batch["index"][None, :]).float()
         if not self._labels_ready:
             raise RuntimeError("MITH compares each batch with the whole training set and has not been given its "
-                               "labels: set run.runner: MITHRunner, or call set_train_labels before training")
+                               "labels: call before_training (the runner does) or set_train_labels first")
         return label_similarity(self.train_labels, batch["label"])
 
     def loss(self, outputs: dict, batch: dict) -> dict[str, torch.Tensor]:

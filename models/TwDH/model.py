@@ -17,8 +17,9 @@ Deviations from the reference:
 * The centers are generated (:func:`models.TwDH.centers.hash_centers`, CSQ's rule without the constant
   Hadamard rows) instead of loaded from the shipped pickles; ``codebook`` loads a saved set instead (e.g.
   the shipped files converted to safetensors, spec §3.4), which is how to reproduce the paper's centers.
-* T is learned by :class:`runners.TwDH.TwDHRunner` before the first epoch (the reference ships it; its
-  script does not run as committed, spec §7.3) and kept in buffers, so checkpoints carry it.
+* T is learned by :meth:`TwDH.before_training` before the first epoch (the reference ships it; its script
+  does not run as committed, spec §7.3) and kept in buffers, so checkpoints carry it; the run directory gets
+  a copy in ``codebook.safetensors``, which ``codebook`` can load in later runs.
 * The tie vector of a batch is keyed by (``center_seed``, step, length) instead of drawn from the global
   RNG (spec §7.4): the same on every process and after a resume.
 * Samples without any label are left out of the BCE terms (the reference turns them into NaN targets that
@@ -34,10 +35,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.register import registry
-from models.base import HashModel
-from models.losses import pair_quantization
+from common.schema import NonNegativeFloat, PositiveFloat, PositiveInt
+from models.base import HashModel, TrainingContext
 from models.heads import FrameworkSelectHead, argmax_codes, pairwise_softmax
-from models.TwDH.centers import center_targets, hash_centers, load_codebook, pair_onehot, tie_vector
+from models.losses import pair_quantization
+from models.TwDH.centers import (center_targets, hash_centers, load_codebook, map_centers, pair_onehot,
+                                 save_codebook, tie_vector)
+from models.TwDH.transform import learn_transform
+from utils import distributed
 
 
 class Codebook(nn.Module):
@@ -62,9 +67,9 @@ class Codebook(nn.Module):
 
     def transform(self, bits: int) -> torch.Tensor:
         if not self.learned:
-            raise RuntimeError("TwDH short codes need the learned long->short transform: train with run.runner: "
-                               "TwDHRunner (it learns it before the first epoch), load a checkpoint of such a run, "
-                               "or set model.codebook to a file with transform_<S> arrays")
+            raise RuntimeError("TwDH short codes need the learned long->short transform: train the model (its "
+                               "before_training hook learns it before the first epoch), load a checkpoint of such "
+                               "a run, or set model.codebook to a file with transform_<S> arrays")
         return getattr(self, f"transform_{bits}")
 
     def set_transforms(self, transforms: dict[int, torch.Tensor]) -> None:
@@ -123,10 +128,12 @@ class TwDH(HashModel):
         transform_l1: weight of the L1 penalty on T.
     """
 
-    def __init__(self, backbone: nn.Module, bits: int = 16, num_classes: int | None = None, long_bits: int = 512,
-                 short_bits: tuple[int, ...] = (16, 32, 64), quan_alpha: float = 0.5, low_rate: float = 0.0,
-                 center_seed: int = 0, codebook: str | None = None, transform_epochs: int = 100,
-                 transform_batch_size: int = 200, transform_lr: float = 0.001, transform_l1: float = 0.001):
+    def __init__(self, backbone: nn.Module, bits: PositiveInt = 16, num_classes: int | None = None,
+                 long_bits: PositiveInt = 512, short_bits: tuple[PositiveInt, ...] = (16, 32, 64),
+                 quan_alpha: NonNegativeFloat = 0.5, low_rate: NonNegativeFloat = 0.0, center_seed: int = 0,
+                 codebook: str | None = None, transform_epochs: PositiveInt = 100,
+                 transform_batch_size: PositiveInt = 200, transform_lr: PositiveFloat = 0.001,
+                 transform_l1: NonNegativeFloat = 0.001):
         super().__init__(backbone, bits)
         if num_classes is None or num_classes < 1:
             raise ValueError("model.num_classes: TwDH needs labelled data (one hash center per class); "
@@ -138,8 +145,6 @@ class TwDH(HashModel):
         if bits != long_bits and bits not in short_bits:
             raise ValueError(f"model.bits must be model.long_bits ({long_bits}) or one of model.short_bits "
                              f"{list(short_bits)}, got {bits}")
-        if low_rate < 0 or quan_alpha < 0:
-            raise ValueError(f"model.quan_alpha and model.low_rate must be >= 0, got {quan_alpha} and {low_rate}")
         dim = backbone.embed_dim
         self.image_hash = FrameworkSelectHead(dim, long_bits, norm="batch")
         self.text_hash = FrameworkSelectHead(dim, long_bits, norm="layer")
@@ -150,6 +155,28 @@ class TwDH(HashModel):
         self.quan_alpha, self.low_rate, self.center_seed = quan_alpha, low_rate, center_seed
         self.transform_options = dict(epochs=transform_epochs, batch_size=transform_batch_size, lr=transform_lr,
                                       l1=transform_l1, seed=center_seed)
+
+    def before_training(self, context: TrainingContext) -> None:
+        """Fit every long->short transform from the training labels unless the model already holds them (a
+        resumed run, or a ``codebook`` file with every transform), and keep the codebook in the run directory."""
+        codebook = self.codebook
+        if not bool(codebook.learned):
+            if context.train_labels is None:
+                raise ValueError("TwDH needs a labelled training set to learn its long->short transforms")
+            transforms = {}
+            for s in codebook.short_bits:
+                matrix, epoch = learn_transform(context.train_labels, codebook.long, codebook.short(s),
+                                                device=context.device, **self.transform_options)
+                transforms[s] = distributed.broadcast(matrix)
+                same = map_centers(codebook.long, matrix) == codebook.short(s)
+                status = (f"exact after {epoch} epochs" if epoch
+                          else f"not exact after {self.transform_options['epochs']} epochs")
+                context.logger.info(f"TwDH transform {codebook.long_bits}->{s} bits: {status}, "
+                                    f"{int(same.all(1).sum())}/{len(same)} class centers mapped exactly, "
+                                    f"bit accuracy {float(same.float().mean()):.4f}")
+            codebook.set_transforms(transforms)
+        if context.run_dir is not None:
+            save_codebook(context.run_dir / "codebook.safetensors", codebook.tensors())
 
     def short_code(self, pairs: torch.Tensor, bits: int) -> torch.Tensor:
         """(B, 2L) long pairs -> (B, 2S) short pairs: softmax over each pair of P T_S (no ReLU, spec §2.3)."""

@@ -13,7 +13,6 @@ Radford et al., "Learning Transferable Visual Models From Natural Language Super
 """
 from __future__ import annotations
 
-import logging
 import pickle
 import warnings
 import zipfile
@@ -27,9 +26,11 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from common.register import closest, registry
+from common.schema import PositiveInt
 from dataset.tokenizers import CLIPTokenizer
+from utils.logging import get_logger
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)
 
 WEIGHTS_KEY = "model.backbone.weights"
 ARCH_KEY = "model.backbone.arch"
@@ -237,7 +238,7 @@ class CLIPBackbone(nn.Module):
         context_length: text length; the first rows of the released 77 positional embeddings are kept.
     """
 
-    def __init__(self, arch: str = "ViT-B-32", weights: str | None = None, context_length: int = 32):
+    def __init__(self, arch: str = "ViT-B-32", weights: str | None = None, context_length: PositiveInt = 32):
         super().__init__()
         variant = get_clip_variant(arch)
         if not 2 <= context_length <= variant.context_length:

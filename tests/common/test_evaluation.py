@@ -1,5 +1,6 @@
 """Tests of common/evaluation.py and of the tools built on it (evaluate_codes.py, plot_curves.py)."""
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -66,16 +67,15 @@ def test_evaluate_retrieval_missing_keys_and_bad_config():
         evaluation.evaluate_retrieval(codes, labels)
     with pytest.raises(ValueError, match="labels must have the keys .* missing retrieval"):
         evaluation.evaluate_retrieval(*make_codes()[:1], {"query": labels["query"]})
-    with pytest.raises(ValueError, match="EvalConfig.directions: unknown direction 'x2y'"):
-        evaluation.EvalConfig(directions=("x2y",))
-    with pytest.raises(ValueError, match="EvalConfig.map_topk must hold positive integers or None"):
-        evaluation.EvalConfig(map_topk=(None, 0))
-    with pytest.raises(ValueError, match="EvalConfig.precision_k must hold positive integers"):
-        evaluation.EvalConfig(precision_k=(None,))
-    with pytest.raises(ValueError, match="EvalConfig.tie_break must be one of"):
-        evaluation.EvalConfig(tie_break="random")
-    with pytest.raises(ValueError, match="EvalConfig.chunk_size must be a positive integer or None"):
-        evaluation.EvalConfig(chunk_size=0)
+    for field, value, expected in [
+        ("directions", ("x2y",), "a list, each item one of 'i2t', 't2i', 'i2i', 't2t'"),
+        ("map_topk", (None, 0), "a list, each item a positive integer or null"),
+        ("precision_k", (None,), "a list, each item a positive integer"),
+        ("tie_break", "random", "one of 'index', 'reverse'"),
+        ("chunk_size", 0, "a positive integer or null"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(f"EvalConfig.{field} = {value!r} must be {expected}")):
+            evaluation.EvalConfig(**{field: value})
 
 
 def test_format_table_lists_every_metric_per_direction():

@@ -43,7 +43,8 @@ def test_caption_pairs_config_trains_and_reports_recall(tmp_path):
     cfg.write_text(
         "_base_: [" + str((__import__("pathlib").Path("configs/DCMHT/synthetic.yaml")).resolve()) + "]\n"
         "dataset:\n  _delete_: true\n  name: caption_pairs\n  format: karpathy\n"
-        f"  annotation_file: {tmp_path / 'karpathy.json'}\n  image_root: {tmp_path}\n")
+        f"  annotation_file: {tmp_path / 'karpathy.json'}\n  image_root: {tmp_path}\n"
+        "eval:\n  _delete_: true\n")
     run = tmp_path / "run"
     assert main(["--config-file", str(cfg), "--save-dir", str(run), "--opts", "run.epochs=1", "run.batch_size=10",
                  "run.device=cpu", "run.num_workers=0", "run.progress=false"]) == 0

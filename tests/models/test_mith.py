@@ -253,7 +253,7 @@ def test_banks_start_as_four_independent_normal_draws_and_gradients_reach_every_
 def test_labels_required_and_unlabelled_data(backbone):
     model = make_model(backbone)
     batch = make_batch(backbone)
-    with pytest.raises(RuntimeError, match="MITHRunner"):
+    with pytest.raises(RuntimeError, match="before_training"):
         model.loss(model(batch), batch)
     with pytest.raises(ValueError, match="shape"):
         model.set_train_labels(torch.zeros(5, 4))
@@ -276,24 +276,19 @@ SMALL_OVERRIDES = {"dataset.num_samples": 700, "dataset.query_num": 100, "datase
                    "optimizer.schedule": "warmup_constant", "run.eval_every": EPOCHS}
 
 
-def test_synthetic_run_learns_and_banks_survive_resume(small_run, tmp_path):
-    from common.config import load_config
-    from main import register_all
-    from runners.MITH import MITHRunner
-
-    register_all()
-    cfg = load_config("configs/MITH/synthetic.yaml", small_run(epochs=EPOCHS, batch_size=50, **SMALL_OVERRIDES))
-    runner = MITHRunner(cfg, tmp_path / "run")
+def test_synthetic_run_learns_and_banks_survive_resume(small_run, make_runner, tmp_path):
+    opts = small_run(epochs=EPOCHS, batch_size=50, **SMALL_OVERRIDES)
+    runner = make_runner("configs/MITH/synthetic.yaml", opts, tmp_path / "run")
     chance = runner.random_code_baseline()
     last = runner.fit()["last"]
     runner.close()
     for direction in ("i2t", "t2i"):
         assert last[direction]["mAP@all"] > chance[direction] + 0.2, (direction, last, chance)
-    resumed = MITHRunner(cfg, tmp_path / "resumed")
+    resumed = make_runner("configs/MITH/synthetic.yaml", opts, tmp_path / "resumed")
     assert not torch.equal(resumed.model.image_local_bank, runner.model.image_local_bank)
     resumed.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", resume=True)
     for name in ("image_local", "image_global", "text_local", "text_global"):
         assert torch.equal(getattr(resumed.model, f"{name}_bank"), getattr(runner.model, f"{name}_bank"))
-    resumed.on_train_start()
+    resumed.model.before_training(resumed.training_context())
     assert torch.equal(resumed.model.train_labels, runner.data.train.labels)
     resumed.close()

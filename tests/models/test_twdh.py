@@ -13,7 +13,7 @@ from models.TwDH.centers import (bernoulli_centers, center_targets, hamming_dist
                                  pair_onehot, save_codebook, sylvester_hadamard)
 from models.TwDH.model import TwDH
 from models.losses import pair_quantization
-from runners.TwDH import TwDHRunner, learn_transform
+from models.TwDH.transform import learn_transform
 from tests.stubs import TinyBackbone
 
 CONFIG = "configs/TwDH/synthetic.yaml"
@@ -165,7 +165,7 @@ def test_codes_are_pm1_of_the_chosen_length():
     out = model(batch)
     assert out["image"].shape == out["text"].shape == (3, 64)
     assert torch.allclose(out["text"].view(3, 32, 2).sum(-1), torch.ones(3, 32))
-    with pytest.raises(RuntimeError, match="TwDHRunner"):
+    with pytest.raises(RuntimeError, match="before_training"):
         model.binarize(out["image"])
     model.codebook.set_transforms({8: torch.randn(64, 16), 16: torch.randn(64, 32)})
     for bits in (8, 16, 32):
@@ -221,7 +221,7 @@ def test_learned_transform_maps_long_centers_onto_short_centers_on_a_toy_case():
 
 
 # ---------------------------------------------------------------------------------------------- runner
-def test_synthetic_run_learns_and_codebook_survives_resume(small_run, tmp_path):
+def test_synthetic_run_learns_and_codebook_survives_resume(small_run, make_runner, tmp_path):
     """A 64-bit long code (the 512 of the config learns more slowly) with 16/32-bit codes derived from it."""
     register_all()
     opts = small_run(epochs=3, **{
@@ -229,7 +229,7 @@ def test_synthetic_run_learns_and_codebook_survives_resume(small_run, tmp_path):
         "optimizer.lr": 0.005, "optimizer.backbone_lr": 0.005, "model.long_bits": 64, "model.short_bits": "[16,32]",
         "model.transform_lr": 0.03})
     run = tmp_path / "run"
-    runner = TwDHRunner(load_config(CONFIG, opts), run)
+    runner = make_runner(CONFIG, opts, run)
     chance = runner.random_code_baseline()
     last = runner.fit()["last"]
     runner.close()
@@ -239,7 +239,7 @@ def test_synthetic_run_learns_and_codebook_survives_resume(small_run, tmp_path):
     for s in (16, 32):
         assert torch.equal(map_centers(codebook.long, codebook.transform(s)), codebook.short(s))
     assert (run / "codebook.safetensors").is_file()
-    resumed = TwDHRunner(load_config(CONFIG, opts), tmp_path / "resumed")
+    resumed = make_runner(CONFIG, opts, tmp_path / "resumed")
     assert not bool(resumed.model.codebook.learned)
     resumed.load_checkpoint(run / "checkpoints" / "last.pt", resume=True)
     for name, value in codebook.state_dict().items():
@@ -254,20 +254,14 @@ def test_synthetic_run_learns_and_codebook_survives_resume(small_run, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["mirflickr", "nuswide", "coco", "synthetic"])
-def test_configs_hold_only_valid_keys_and_the_paper_defaults(name):
-    from common.config import check_keys
-    from common.register import registry
-    from models.base import FRAMEWORK_MODEL_KEYS
-    from runners.base import RunConfig
+def test_configs_resolve_to_the_paper_defaults(name):
+    from common.config import resolve
+    from runners.base import config_sections
 
     register_all()
-    cfg = load_config(f"configs/TwDH/{name}.yaml")
-    model = {k: v for k, v in cfg["model"].items() if k not in ("name", "backbone", *FRAMEWORK_MODEL_KEYS)}
-    check_keys(model, TwDH, "model", cfg)
-    dataset = {k: v for k, v in cfg["dataset"].items() if k != "name"}
-    builder = registry.get("dataset", cfg["dataset"]["name"])
-    check_keys(dataset, builder, "dataset", cfg, reserved=("preprocess", "seed"))
-    assert RunConfig(**cfg["run"]).runner == "TwDHRunner"
+    cfg = resolve(load_config(f"configs/TwDH/{name}.yaml"), config_sections())
+    model = cfg["model"]
+    assert cfg["run"]["runner"] == "BaseRunner"
     assert (model["long_bits"], model["quan_alpha"], model["low_rate"]) == (512, 0.5, 0.0)
     if name != "synthetic":
         assert (cfg["run"]["epochs"], cfg["run"]["batch_size"], cfg["optimizer"]["backbone_lr"]) == (100, 128, 1e-5)

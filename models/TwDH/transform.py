@@ -1,10 +1,8 @@
-"""The TwDH runner: learns the long->short transform matrices (TwDH's second step) before training starts.
+"""TwDH's second step: the long->short transform matrices, learned from the training labels.
 
 The transforms depend only on the training labels and the centers (TwDH spec §3.5, the reference's
-``runners/TwDH/transform_matrix_generation``), so they are fitted once, before the first epoch, and stored in
-the model's buffers (saved with every checkpoint) and in ``<run dir>/codebook.safetensors``, which
-``model.codebook`` can load in later runs. A resumed run, or one whose codebook file holds every transform,
-skips the fitting.
+``runners/TwDH/transform_matrix_generation``), so :meth:`models.TwDH.model.TwDH.before_training` fits them
+once, before the first epoch.
 """
 from __future__ import annotations
 
@@ -13,11 +11,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from common.register import registry
 from models.heads import pairwise_softmax
-from models.TwDH.centers import center_targets, map_centers, pair_onehot, save_codebook
-from models.TwDH.model import pair_quantization
-from runners.base import BaseRunner
+from models.losses import pair_quantization
+from models.TwDH.centers import center_targets, map_centers, pair_onehot
 from runners.optim import BertAdam
 
 
@@ -61,32 +57,3 @@ def learn_transform(labels: torch.Tensor, long_centers: torch.Tensor, short_cent
         if (map_centers(long_centers, matrix.detach()) == short_centers).all():
             return matrix.detach(), epoch + 1
     return matrix.detach(), None
-
-
-@registry.register_runner("TwDHRunner")
-class TwDHRunner(BaseRunner):
-    """:class:`BaseRunner` plus TwDH's transform learning (``run.runner: TwDHRunner``)."""
-
-    def on_train_start(self) -> None:
-        """Fit every long->short transform from the training labels unless the model already holds them."""
-        codebook = self.model.codebook
-        if not bool(codebook.learned):
-            labels = self.data.train.labels
-            if labels is None:
-                raise ValueError("TwDH needs a labelled training set to learn its long->short transforms")
-            options = self.model.transform_options
-            transforms = {}
-            for s in codebook.short_bits:
-                matrix, epoch = learn_transform(labels, codebook.long, codebook.short(s), device=self.device,
-                                                **options)
-                if self.dist.distributed:
-                    torch.distributed.broadcast(matrix, src=0)
-                transforms[s] = matrix
-                same = map_centers(codebook.long, matrix) == codebook.short(s)
-                status = f"exact after {epoch} epochs" if epoch else f"not exact after {options['epochs']} epochs"
-                self.logger.info(f"TwDH transform {codebook.long_bits}->{s} bits: {status}, "
-                                 f"{int(same.all(1).sum())}/{len(same)} class centers mapped exactly, "
-                                 f"bit accuracy {float(same.float().mean()):.4f}")
-            codebook.set_transforms(transforms)
-        if self.save_dir is not None and self.dist.is_main:
-            save_codebook(self.save_dir / "codebook.safetensors", codebook.tensors())
