@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm import tqdm
 
-from common.config import Config, ConfigError, Section, build, from_section, nested_sections, resolve
+from common.config import Config, ConfigError, Section, build, from_section, nested_sections, resolve, yaml_value
 from common.evaluators import build_evaluator, evaluator_class
 from common.register import registry
 from common.schema import NonNegativeInt, PositiveFloat, PositiveInt, validate
@@ -36,7 +36,8 @@ from runners.feature_cache import cached_features
 from utils import distributed
 from utils.checkpoint import load, rng_state, save_atomic, seed_everything, set_rng_state
 from utils.io import atomic_write_text
-from utils.logging import setup_logging
+from utils.logging import log_to_file, setup_logging
+from utils.run_dir import Mode, RunDirectory
 
 AMP_DTYPES = {"none": None, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -119,16 +120,16 @@ def to_device(batch: dict, device: torch.device) -> dict:
 class BaseRunner:
     """Builds everything from a config through the registry, then trains, evaluates and checkpoints."""
 
-    def __init__(self, cfg: Config, save_dir: str | Path | None, device: str | None = None):
+    def __init__(self, cfg: Config, save_dir: str | Path | None, device: str | None = None, mode: Mode = "new"):
+        """Resolve the config, build everything, then claim ``save_dir`` (see :mod:`utils.run_dir` for
+        ``mode``) and write its first files: nothing is written before the whole config has validated and
+        every input was found."""
         self.cfg = cfg = resolve(cfg, config_sections())
         self.run_cfg = from_section(RunConfig, cfg["run"])
         self.dist = distributed.setup(device or self.run_cfg.device)
         self.device = self.dist.device
-        self.save_dir = Path(save_dir) if save_dir is not None else None
-        if self.save_dir is not None and self.dist.is_main:
-            self.save_dir.mkdir(parents=True, exist_ok=True)
-            cfg.dump(self.save_dir / "config.yaml")
-        self.logger = setup_logging(self.save_dir, self.dist.is_main)
+        self.save_dir = Path(save_dir) if save_dir is not None and self.dist.is_main else None
+        self.logger = setup_logging(self.dist.is_main, keep=self.save_dir is not None)
         seed_everything(self.run_cfg.seed)
 
         backbones = {key: build(kind, section)
@@ -160,9 +161,20 @@ class BaseRunner:
         self.epoch, self.global_step = 0, 0
         self.history: list[dict] = []
         self.best: dict[str, dict] = {}
+        self.run_dir = self.writer = None
+        if self.save_dir is not None:
+            self._open_run_directory(mode)
+
+    def _open_run_directory(self, mode: Mode) -> None:
+        """Claim the run directory under its lock, then write the log, the config, the split, TensorBoard."""
+        self.run_dir = RunDirectory(self.save_dir, mode)
+        self.run_dir.claim()
+        log_to_file(self.save_dir / "train.log")
+        if self.run_dir.moved_to is not None:
+            self.logger.info(f"moved the earlier run of {self.save_dir} aside to {self.run_dir.moved_to}")
+        self.cfg.dump(self.save_dir / "config.yaml")
+        save_split(self.save_dir / "split.npz", self.data.split)
         self.writer = self._tensorboard()
-        if self.save_dir is not None and self.dist.is_main:
-            save_split(self.save_dir / "split.npz", self.data.split)
 
     # ------------------------------------------------------------------ building blocks
     def _loader(self, dataset, train: bool) -> DataLoader:
@@ -192,8 +204,6 @@ class BaseRunner:
                                                           self.run_cfg.num_workers))
 
     def _tensorboard(self):
-        if self.save_dir is None or not self.dist.is_main:
-            return None
         from torch.utils.tensorboard import SummaryWriter
         return SummaryWriter(str(self.save_dir / "tb"))
 
@@ -353,10 +363,12 @@ class BaseRunner:
             self.on_epoch_end(epoch)
             self.epoch = epoch + 1
             last = self.epoch == self.run_cfg.epochs
-            improved = False
+            codes, improved = None, False
             if self.epoch % self.run_cfg.eval_every == 0 or last:
-                improved = self.evaluate_and_record()
+                codes, improved = self.evaluate_epoch()
             self.save_checkpoint(improved)
+            if codes is not None:
+                self.write_evaluation(codes, improved)
             self.logger.info(f"epoch {self.epoch} took {time.time() - start:.1f}s")
         return self.summary()
 
@@ -392,10 +404,18 @@ class BaseRunner:
         return self.evaluator.random_baseline(self.model.bits)
 
     def evaluate_and_record(self) -> bool:
-        """Evaluate, log, and write metrics.json / codes / curves; True if the mean primary metric improved."""
+        """Evaluate, log, and write codes / curves / metrics.json; True if the mean primary metric improved."""
+        codes, improved = self.evaluate_epoch()
+        if codes is not None:
+            self.write_evaluation(codes, improved)
+        return improved
+
+    def evaluate_epoch(self) -> tuple[dict | None, bool]:
+        """Encode and score the evaluation sets, log, and record the history and the best epoch (nothing is
+        written). Returns the codes (None on processes that do not write) and whether the mean improved."""
         codes = self.evaluator.compute_codes(self.encode)
         if not self.dist.is_main:
-            return False
+            return None, False
         results = self.evaluator.score(codes)
         self.history.append({"epoch": self.epoch, "step": self.global_step, **results})
         for direction, values in results.items():
@@ -412,11 +432,16 @@ class BaseRunner:
         self.logger.info(f"{key}  " + "  ".join(f"{d}={results[d][key]:.4f}" for d in ranked)
                          + "  (best " + "  ".join(f"{d}={self.best[d][key]:.4f}@{self.best[d]['epoch']}"
                                                   for d in ranked) + ")")
-        if self.save_dir is not None:
-            self.write_metrics()
-            if self.run_cfg.save_codes:
-                self.evaluator.save(codes, self.save_dir, ["last", "best"] if improved else ["last"])
-        return improved
+        return codes, improved
+
+    def write_evaluation(self, codes: dict, improved: bool) -> None:
+        """The evaluator's codes and curves, then ``metrics.json``: written after the checkpoints of the same
+        epoch, so metrics.json never names an epoch whose checkpoint is missing."""
+        if self.save_dir is None:
+            return
+        if self.run_cfg.save_codes:
+            self.evaluator.save(codes, self.save_dir, ["last", "best"] if improved else ["last"])
+        self.write_metrics()
 
     def summary(self) -> dict:
         last = self.history[-1] if self.history else {}
@@ -442,37 +467,132 @@ class BaseRunner:
                 "config": json.loads(json.dumps(dict(self.cfg)))}
 
     def save_checkpoint(self, best: bool) -> None:
-        """``checkpoints/last.pt`` every epoch and ``best.pt`` when the mean mAP improved, both atomic."""
-        if self.save_dir is None or not self.dist.is_main:
+        """``best.pt`` when the mean primary metric improved, then ``last.pt``, each atomic.
+
+        In this order a crash at any instant leaves files a resume repairs: killed before ``last.pt``, the
+        resumed run repeats the epoch (bitwise identically) and rewrites both; killed after it, the resume
+        rewrites the codes and metrics.json of that epoch (:meth:`_repair_evaluation_files`).
+        """
+        if self.save_dir is None:
             return
         state = self.state_dict()
-        save_atomic(state, self.save_dir / "checkpoints" / "last.pt")
         if best:
             save_atomic(state, self.save_dir / "checkpoints" / "best.pt")
+        save_atomic(state, self.save_dir / "checkpoints" / "last.pt")
 
-    def load_checkpoint(self, path: str | Path, resume: bool) -> None:
-        """Load model weights; with ``resume`` also optimiser, scheduler, RNG, epoch and history."""
+    def load_checkpoint(self, path: str | Path, resume: bool, accept_config_changes: bool = False) -> None:
+        """Load model weights; with ``resume`` also optimiser, scheduler, RNG, epoch and history.
+
+        On resume the checkpoint's config must equal the one being run, unless ``accept_config_changes``: then
+        the new values take effect (the optimisers' hyperparameters and the schedule's length are always
+        those of the config being run) and every change is logged.
+        """
         state = load(path, map_location=self.device)
-        missing, unexpected = self.model.load_state_dict(state["model"], strict=False)
-        if missing or unexpected:
-            raise ValueError(f"checkpoint '{path}' does not fit model {self.cfg['model']['name']}: "
-                             f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        self._check_checkpoint_fits(state, path)
+        self.model.load_state_dict(state["model"])
         if not resume:
             return
+        if "optimizer" not in state:
+            raise ValueError(f"checkpoint '{path}' holds model weights only (no optimiser state): evaluate it with "
+                             f"--eval-only --checkpoint {path}, or resume from a checkpoints/last.pt")
+        changes = config_changes(state.get("config", {}), self.cfg)
+        if changes and not accept_config_changes:
+            raise ValueError(f"checkpoint '{path}' was written with another config: {'; '.join(changes)}; "
+                             f"resume with the config it was written with, or pass --accept-config-changes to "
+                             f"continue with the new values")
+        for change in changes:
+            self.logger.info(f"resuming with a changed config: {change}")
+        fresh = optimizer_hyperparameters(self.optimizer)
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+        apply_hyperparameters(self.optimizer, fresh, self.scheduler)
         for name, opt in self.extra_optimizers.items():
+            fresh = optimizer_hyperparameters(opt)
             opt.load_state_dict(state["extra_optimizers"][name])
+            apply_hyperparameters(opt, fresh)
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.best, self.history = state["best"], state["history"]
         set_rng_state(state["rng"])
         self.logger.info(f"resumed from '{path}' at epoch {self.epoch}")
+        self._repair_evaluation_files()
+
+    def _check_checkpoint_fits(self, state: dict, path) -> None:
+        """A checkpoint of another method or code length is named as such, not as a state_dict diff."""
+        model = state.get("config", {}).get("model", {})
+        ours = self.cfg["model"]
+        if model and (model.get("name"), model.get("bits")) != (ours["name"], ours["bits"]):
+            raise ValueError(f"checkpoint '{path}' was written for {model.get('name')} with bits={model.get('bits')}; "
+                             f"the config builds {ours['name']} with bits={ours['bits']}")
+        expected = self.model.state_dict()
+        missing = [k for k in expected if k not in state["model"]]
+        unexpected = [k for k in state["model"] if k not in expected]
+        wrong = [k for k in expected if k in state["model"] and state["model"][k].shape != expected[k].shape]
+        if missing or unexpected or wrong:
+            parts = [f"{len(names)} {what} (first: {names[0]})" for what, names in
+                     (("missing tensors", missing), ("unexpected tensors", unexpected),
+                      ("tensors of another shape", wrong)) if names]
+            raise ValueError(f"checkpoint '{path}' does not fit the model {ours['name']} of this config: "
+                             f"{', '.join(parts)}")
+
+    def _repair_evaluation_files(self) -> None:
+        """After a crash between a checkpoint and the files of its evaluation, write those files again."""
+        if self.save_dir is None or not self.history or self.history[-1]["epoch"] != self.epoch:
+            return
+        written = read_json_or_none(self.save_dir / "metrics.json")
+        if written is not None and written.get("last", {}).get("epoch") == self.epoch:
+            return
+        self.logger.info(f"rewriting the codes and metrics.json of epoch {self.epoch}, which the interrupted run "
+                         f"did not finish")
+        codes = self.evaluator.compute_codes(self.encode)
+        self.write_evaluation(codes, self.best.get("mean", {}).get("epoch") == self.epoch)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.run_dir is not None:
+            self.run_dir.release()
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Every key whose value differs between two resolved configs, as 'key: old -> new' (keys the older
+    config does not have are skipped: checkpoints of earlier versions stored only the keys their YAML set)."""
+    changes = []
+    for key, value in new.items():
+        if key not in old:
+            continue
+        if isinstance(value, dict) and isinstance(old[key], dict):
+            changes += config_changes(old[key], value, f"{prefix}{key}.")
+        elif old[key] != value:
+            changes.append(f"{prefix}{key}: {yaml_value(old[key])} -> {yaml_value(value)}")
+    return changes
+
+
+def optimizer_hyperparameters(optimizer: torch.optim.Optimizer) -> list[dict]:
+    """Each parameter group's settings (everything but its parameters), as the config being run built them."""
+    return [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+
+
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, groups: list[dict], scheduler=None) -> None:
+    """Give a restored optimiser the settings of the config being run (a no-op when the config is unchanged).
+
+    With a per-step scheduler the group's ``lr`` is the scheduled value: it is recomputed from the new base
+    rates at the restored step, over the new schedule length.
+    """
+    for group, settings in zip(optimizer.param_groups, groups):
+        group.update({k: v for k, v in settings.items() if scheduler is None or k != "lr"})
+    if scheduler is not None:
+        scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+        for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
+
+
+def read_json_or_none(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 registry.set_base("runner", BaseRunner)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,32 @@ def save_atomic(obj, path: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a checkpoint written by :func:`save_atomic` (``weights_only=True``: no pickled code runs).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: one line saying what the file is not (empty, not a PyTorch file, holding objects this
+            framework never writes, or a bare state dict without the checkpoint's entries).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint '{path}' not found")
+    foreign = f"checkpoint '{path}' is not a checkpoint written by this framework"
+    if path.stat().st_size == 0:
+        raise ValueError(f"{foreign}: the file is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{foreign}: it is not a PyTorch file")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for a damaged or foreign file
-        raise ValueError(f"checkpoint '{path}' cannot be read ({type(err).__name__}: {str(err).splitlines()[0]})") from None
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # torch raises several types; its advice to unpickle untrusted code is never repeated
+        raise ValueError(f"{foreign}: it holds Python objects other than tensors and plain data, which are not "
+                         f"loaded for safety") from None
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        bare = isinstance(state, dict) and state and all(torch.is_tensor(v) for v in state.values())
+        what = "a bare state dict of tensors" if bare else f"a {type(state).__name__} without a 'model' entry"
+        raise ValueError(f"{foreign}: it holds {what}; save weights as {{'model': state_dict}} to evaluate them "
+                         f"with --eval-only")
+    return state
 
 
 def rng_state() -> dict:

@@ -38,14 +38,18 @@ def test_resume_continues_exactly(small_run, make_runner, interrupted_run, tmp_p
     assert straight.history[-1]["i2t"]["mAP@all"] == pytest.approx(resumed.history[-1]["i2t"]["mAP@all"], abs=1e-9)
 
 
-def test_eval_only_with_checkpoint(small_run, tmp_path, capsys):
-    assert main(["--config-file", CONFIG, "--save-dir", str(tmp_path / "r"), "--opts", *small_run()]) == 0
-    ckpt = tmp_path / "r" / "checkpoints" / "last.pt"
-    assert main(["--config-file", CONFIG, "--save-dir", str(tmp_path / "e"), "--eval-only", "--checkpoint",
-                 str(ckpt), "--opts", *small_run()]) == 0
-    trained = json.loads((tmp_path / "r" / "metrics.json").read_text())["last"]
-    evaluated = json.loads((tmp_path / "e" / "metrics.json").read_text())["last"]
+def test_eval_only_writes_beside_the_training_history(small_run, tmp_path, capsys):
+    run = tmp_path / "r"
+    assert main(["--config-file", CONFIG, "--save-dir", str(run), "--opts", *small_run()]) == 0
+    history = {p: digest(p) for p in run.rglob("*") if p.is_file() and p.name != ".lock"}
+    ckpt = run / "checkpoints" / "last.pt"
+    for number in (1, 2):  # the run directory of the checkpoint is the default; each evaluation gets a folder
+        assert main(["--config-file", CONFIG, "--eval-only", "--checkpoint", str(ckpt), "--opts", *small_run()]) == 0
+        assert f"evaluation results: {run / 'eval' / f'last-{number}'}" in capsys.readouterr().out
+    trained = json.loads((run / "metrics.json").read_text())["last"]
+    evaluated = json.loads((run / "eval" / "last-2" / "metrics.json").read_text())["last"]
     assert evaluated["i2t"]["mAP@all"] == pytest.approx(trained["i2t"]["mAP@all"])
+    assert all(digest(p) == d for p, d in history.items())
 
 
 def digest(path):
@@ -78,7 +82,7 @@ def test_bad_inputs_fail_with_one_line_and_keep_checkpoints(finished_run, small_
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"_base_: [{(load_config(CONFIG).path and __import__('os').path.abspath(CONFIG))}]\nmodel:\n  varteta: 0.5\n")
     err = failing(capsys, ["--config-file", str(bad), "--save-dir", str(finished_run), "--opts", *small_run()])
-    assert "unknown key 'model.varteta'; did you mean 'vartheta'" in err and "bad.yaml" in err
+    assert "unknown key 'model.varteta' in '" in err and "bad.yaml'; did you mean 'vartheta'" in err
     err = failing(capsys, base + ["--opts", *small_run(**{"model.backbone.weights": str(tmp_path / "ViT-B-32.pt")})])
     assert "ViT-B-32.pt" in err and "model.backbone.weights" in err
     err = failing(capsys, base + ["--resume", str(tmp_path / "missing.pt"), "--opts", *small_run()])
