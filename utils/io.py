@@ -5,7 +5,9 @@ final name, never a truncated file; the temporary file is removed when the write
 """
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from typing import Any, BinaryIO, Callable
 
@@ -21,6 +23,7 @@ def write_files_atomically(writers: dict[str | os.PathLike, Writer]) -> None:
     temps: dict[str, str] = {}
     mask = os.umask(0)
     os.umask(mask)
+    path = ""
     try:
         for path, write in writers.items():
             path = os.fspath(path)
@@ -34,9 +37,34 @@ def write_files_atomically(writers: dict[str | os.PathLike, Writer]) -> None:
                 os.fsync(f.fileno())
         for path in list(temps):
             os.replace(temps.pop(path), path)
+    except Exception as err:
+        explained = _explained(err, path)
+        if explained is err:
+            raise
+        raise explained from err
     finally:
         for temp in temps.values():
             os.unlink(temp)
+
+
+def _explained(err: Exception, path: str) -> Exception:
+    """A write failure in words, with the path: a full disk (torch reports it as an 'unexpected pos'
+    RuntimeError) or a folder that cannot be written; other errors pass unchanged."""
+    folder = os.path.dirname(os.path.abspath(path)) or "."
+    full = getattr(err, "errno", None) == errno.ENOSPC or (
+        os.path.isdir(folder) and shutil.disk_usage(folder).free < 1 << 20)
+    if full:
+        return DiskFullError(f"no space left on device while writing '{path}' (the file under that name is "
+                             f"unchanged); free some space and run again")
+    if isinstance(err, PermissionError):
+        return PermissionError(f"cannot write '{path}': permission denied on '{folder}'")
+    return err
+
+
+class DiskFullError(OSError):
+    """The disk filled up during a write; the message names the file."""
+
+    errno = errno.ENOSPC
 
 
 def atomic_write(path: str | os.PathLike, write: Writer) -> None:
