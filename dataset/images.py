@@ -10,29 +10,83 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from dataset.records import DatasetError
+from dataset.records import DatasetError, one_line
 from utils.io import write_files_atomically
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
 
 
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+# Pillow raises these for files it cannot identify, truncated data and broken chunks, depending on the plugin.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, Image.DecompressionBombError)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """A new 8-bit RGB copy of ``image``, whatever its Pillow mode; every image source decodes through this.
+
+    ``Image.convert("RGB")`` clips values above 255, which turns a 16-bit image almost all white, so the
+    numeric modes are scaled to 0-255 here first:
+
+    - ``I;16`` (and ``I;16L``, ``I;16B``, ``I;16N``): 16-bit, divided by 257 (65535 -> 255) and rounded.
+    - ``I`` (32-bit integer): treated as 16-bit (divided by 257) when its largest value is at most 65535,
+      otherwise scaled by the int32 maximum (2147483647 -> 255); negative values become 0.
+    - ``F`` (32-bit float): taken as 0-255 values, rounded and clipped to [0, 255] (NaN becomes 0); a float
+      image in [0, 1] therefore comes out nearly black and must be rescaled before it is stored.
+
+    The other modes use Pillow's own conversion: ``1`` is black/white, ``L`` grey, ``P`` its palette colours,
+    ``CMYK``, ``YCbCr``, ``LAB`` and ``HSV`` are converted to RGB. Alpha (``RGBA``, ``RGBa``, ``LA``, ``La``,
+    ``PA``, ``P`` with a transparency entry) is dropped, keeping the stored colour of every pixel as CLIP's
+    preprocessing does; palette images with transparency go through RGBA so that Pillow does not warn.
+    """
+    mode = image.mode
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        values = np.asarray(image)
+        if mode == "F":
+            scaled = np.nan_to_num(values.astype(np.float64), nan=0.0)
+        elif mode == "I" and values.size and values.max() > 65535:
+            scaled = values.astype(np.float64) * (255.0 / np.iinfo(np.int32).max)
+        else:
+            scaled = values.astype(np.float64) / 257.0
+        grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if mode == "PA" or (mode == "P" and "transparency" in image.info):
+        image = image.convert("RGBA")
+    elif mode == "La":  # premultiplied alpha; Pillow converts it only to LA
+        image = image.convert("LA")
+    return image.convert("RGB")
+
+
 def load_rgb(path: str) -> Image.Image:
-    """Decode one image file as RGB; a missing or unreadable file raises a DatasetError naming it."""
+    """Decode one image file as RGB by :func:`to_rgb`; a missing or unreadable file raises a one-line DatasetError
+    naming it."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            image.load()
+            mode = image.mode
+            try:
+                return to_rgb(image)
+            except ValueError as err:  # a mode Pillow can read but not convert
+                raise DatasetError(f"cannot convert image {path} from mode {mode} to RGB ({one_line(err)}); "
+                                   f"save it as RGB, grey or 16-bit") from None
     except FileNotFoundError:
         raise DatasetError(f"image file not found: {path} (check dataset.image_root and dataset.path_keep)") from None
-    except (OSError, SyntaxError, ValueError) as err:  # PIL reports truncated and corrupt data as these
-        raise DatasetError(f"cannot decode image {path} ({type(err).__name__}: {err}); the file is corrupt or "
-                           f"not an image, replace it") from None
+    except IsADirectoryError:
+        raise DatasetError(f"{path} is a folder, expected an image file (check the paths in the index file)") from None
+    except PermissionError:
+        raise DatasetError(f"cannot read image {path}: permission denied (make the file readable)") from None
+    except DatasetError:
+        raise
+    except _DECODE_ERRORS as err:
+        raise DatasetError(f"cannot decode image {path} ({type(err).__name__}: {one_line(err)}); the file is "
+                           f"truncated, corrupt or not an image, replace it") from None
 
 
 class ImageFiles:

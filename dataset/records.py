@@ -17,6 +17,11 @@ class DatasetError(ValueError):
     """A dataset file is malformed or inconsistent; the one-line message names the file and the fix."""
 
 
+def one_line(err: BaseException) -> str:
+    """A library error's message folded onto one line, to quote inside a DatasetError."""
+    return " ".join(str(err).split())
+
+
 def read_json(path: str, what: str):
     """A JSON annotation file; a missing one is named with ``what`` it should be, a broken one with the error."""
     if not os.path.isfile(path):
