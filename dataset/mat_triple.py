@@ -9,15 +9,17 @@ are rewritten at read time (``image_root``/``path_keep``/``path_prefix_map``) in
 """
 from __future__ import annotations
 
+import codecs
 import os
 import re
+import struct
 from typing import Any
 
 import h5py
 import numpy as np
 import scipy.io
 
-from dataset.records import DatasetError, PairedData
+from dataset.records import DatasetError, PairedData, one_line
 from utils.checks import check_choice
 from utils.io import write_files_atomically
 from utils.logging import get_logger
@@ -28,12 +30,16 @@ INDEX_KEYS = ("index", "imgs", "FAll")
 CAPTION_KEYS = ("caption", "tags", "YAll")
 LABEL_KEYS = ("category", "label", "LAll", "labels")
 CHECK_IMAGES = ("none", "sample", "all")
-ZERO_LABEL_ROWS = ("warn", "error", "drop")
+ZERO_LABEL_ROWS = ("warn", "error", "drop", "keep")
 CAPTION_FORMATS = ("mat", "txt")
 _SAMPLE_SIZE = 32
 _SHOW_MISSING = 3
 # Top-level HDF5 entries MATLAB v7.3 uses for its own bookkeeping, never user variables.
 _H5_INTERNAL = ("#refs#", "#subsystem#")
+_MI_COMPRESSED = 15  # MATLAB v5 data type of a zlib-compressed variable
+# MATLAB's 512-byte header block plus the largest HDF5 superblock (version 0, 8-byte addresses): a v7.3 file
+# that h5py cannot open and that ends before this was cut short.
+_MAT73_MIN_SIZE = 512 + 96
 
 
 def read_mat_triple(root: str, index_file: str = "index.mat", caption_file: str = "caption.mat",
@@ -54,9 +60,16 @@ def read_mat_triple(root: str, index_file: str = "index.mat", caption_file: str 
             whole stored path, which must then be relative.
         path_prefix_map: ``{old_prefix: new_prefix}`` applied to stored paths first (longest prefix wins).
         check_images: ``"none"``, ``"sample"`` (a few paths spread over the file) or ``"all"``.
-        zero_label_rows: rows without any label are never relevant to a query; ``"warn"`` keeps them and
-            logs their count, ``"error"`` refuses the data, ``"drop"`` removes them (and logs it, because a
-            published split then no longer reproduces; ``ids`` then hold the original row numbers).
+        zero_label_rows: what to do with rows that have no label (never relevant to any query, so a query
+            among them scores 0):
+
+            - ``"warn"`` (default): keep them and log their count; a matrix in which every row is zero is refused
+              (a DatasetError), since it trains on nothing and evaluates to mAP 0.
+            - ``"error"``: refuse the data if any row has no label.
+            - ``"drop"``: remove those rows and log it, because a published split then no longer reproduces
+              (``ids`` then hold the original row numbers); an all-zero matrix is refused, nothing would remain.
+            - ``"keep"``: keep them without a word, even when every row is zero (e.g. a deliberately unlabelled
+              set used for a smoke run).
 
     Returns:
         The rows; ``meta`` records the files, keys and the image root used.
@@ -75,7 +88,7 @@ def read_mat_triple(root: str, index_file: str = "index.mat", caption_file: str 
     label_key, raw_labels = load_mat_key(label_path, LABEL_KEYS)
     labels = _labels(raw_labels, label_path, label_key)
     if index_path.endswith(".npy"):
-        index_key, raw_index = None, np.load(index_path, allow_pickle=False)
+        index_key, raw_index = None, load_npy_images(index_path)
     else:
         index_key, raw_index = load_mat_key(index_path, INDEX_KEYS)
     images = _images(raw_index, index_path)
@@ -113,29 +126,57 @@ def load_mat_key(path: str, keys: tuple[str, ...]) -> tuple[str, Any]:
     """The first of ``keys`` present in a MATLAB v5 or v7.3 file, as scipy's ``loadmat`` would return it.
 
     v7.3 files are HDF5 and store every array with its dimensions reversed; they are transposed back here,
-    char arrays become fixed-width strings and cell arrays object arrays, so callers see one layout.
+    char arrays become fixed-width strings and cell arrays object arrays, so callers see one layout. A file the
+    libraries cannot read raises a DatasetError naming it and saying whether it is empty, truncated (with the
+    size it should have), not a MATLAB file or corrupt.
     """
-    if h5py.is_hdf5(path):
-        with h5py.File(path, "r") as f:
-            found = [k for k in f.keys() if k not in _H5_INTERNAL]
-            key = _first_key(path, keys, found)
-            return key, _h5_value(f, f[key], path)
     try:
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as f:
+                found = [k for k in f.keys() if k not in _H5_INTERNAL]
+                key = _first_key(path, keys, found)
+                return key, _h5_value(f, f[key], path)
         found = [name for name, _, _ in scipy.io.whosmat(path)]
-    except Exception as err:  # scipy raises several types for a non-MATLAB file
-        raise DatasetError(f"{path}: not a readable MATLAB .mat file ({type(err).__name__}: {err}); "
-                           f"expected a file written by scipy.io.savemat or MATLAB") from err
-    key = _first_key(path, keys, found)
-    return key, scipy.io.loadmat(path, variable_names=[key])[key]
+        key = _first_key(path, keys, found)
+        return key, scipy.io.loadmat(path, variable_names=[key])[key]
+    except DatasetError:
+        raise
+    except Exception as err:  # scipy and h5py raise many types (OSError, ValueError, IndexError, zlib.error, ...)
+        raise _mat_error(path, err) from None
 
 
 def read_caption_txt(path: str) -> list[list[str]]:
-    """NUS-WIDE's ``caption.txt``: one caption per line, each stripped and wrapped in a one-element list."""
-    with open(path, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    """NUS-WIDE's ``caption.txt``: one UTF-8 caption per line (a leading byte-order mark is skipped), each
+    stripped and wrapped in a one-element list."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    bom = len(codecs.BOM_UTF8) if raw.startswith(codecs.BOM_UTF8) else 0
+    try:
+        text = raw[bom:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        at = bom + err.start
+        line_no = raw.count(b"\n", 0, at) + 1
+        raise DatasetError(f"{path}: not UTF-8 text at byte {at} (line {line_no}, byte "
+                           f"{raw[at:at + 1]!r}); expected one UTF-8 caption per line, convert the file (e.g. "
+                           f"iconv -f latin1 -t utf-8)") from None
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [[line.strip()] for line in lines]
+
+
+def load_npy_images(path: str) -> np.ndarray:
+    """The ``.npy`` index variant (raw uint8 images); a file numpy cannot read raises a DatasetError naming it."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as err:  # numpy raises ValueError, EOFError or UnpicklingError for a damaged file
+        expected = _npy_size(path)
+        size = os.path.getsize(path)
+        if expected is not None and size < expected:
+            raise DatasetError(f"{path}: truncated .npy file ({size} bytes, its header says {expected}); copy or "
+                               f"rebuild it again") from None
+        raise DatasetError(f"{path}: not a readable .npy array ({type(err).__name__}: {one_line(err)}); expected "
+                           f"uint8 images of shape (N, H, W, 3) written by numpy.save") from None
 
 
 def write_mat_triple(out_dir: str, image_paths: list[str], captions: list[list[str]], labels: np.ndarray,
@@ -199,6 +240,79 @@ def _first_key(path: str, keys: tuple[str, ...], found: list[str]) -> str:
             return key
     shown = ", ".join(k for k in found if not k.startswith("__")) or "none"
     raise DatasetError(f"{path}: none of the expected keys {', '.join(keys)} found (keys in file: {shown})")
+
+
+def _mat_error(path: str, err: Exception) -> DatasetError:
+    """What is wrong with a ``.mat`` file scipy or h5py failed on: empty, truncated, not MATLAB, or corrupt."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return DatasetError(f"{path}: empty file (0 bytes); expected a MATLAB .mat file, copy or rebuild it again")
+    with open(path, "rb") as f:
+        header = f.read(128)
+    detail = f"{type(err).__name__}: {one_line(err)}"
+    if header.startswith(b"MATLAB 7.3"):
+        stored = re.search(r"stored_eof = (\d+)", str(err))
+        if stored and int(stored.group(1)) > size:
+            return _truncated(path, "v7.3", size, int(stored.group(1)))
+        if size < _MAT73_MIN_SIZE or not h5py.is_hdf5(path):  # cut in MATLAB's header or HDF5's superblock
+            return _truncated(path, "v7.3", size, None)
+        return DatasetError(f"{path}: corrupt MATLAB v7.3 (HDF5) file ({detail}); copy or rebuild it again")
+    if header.startswith(b"MATLAB") or b"MATLAB".startswith(header):
+        if len(header) < 128:  # the header itself is cut, before it says v5 or v7.3
+            return _truncated(path, None, size, 128)
+        expected = _mat5_size(header, path, size)
+        if expected is not None and expected > size:
+            return _truncated(path, "v5", size, expected)
+        return DatasetError(f"{path}: corrupt MATLAB .mat file ({detail}); copy or rebuild it again")
+    return DatasetError(f"{path}: not a readable MATLAB .mat file ({detail}); expected a file written by "
+                        f"scipy.io.savemat or MATLAB")
+
+
+def _truncated(path: str, version: str | None, size: int, expected: int | None) -> DatasetError:
+    kind = "MATLAB .mat" if version is None else f"MATLAB {version} .mat"
+    needed = f"{size} bytes" if expected is None else f"{size} of at least {expected} bytes"
+    return DatasetError(f"{path}: truncated {kind} file ({needed}); the copy or download was cut short, copy or "
+                        f"rebuild it again")
+
+
+def _mat5_size(header: bytes, path: str, size: int) -> int | None:
+    """The length a MATLAB v5 file needs for its top-level variables, from their tags; None for no v5 header.
+
+    After the 128-byte header each variable is a tag (type, byte count) and its data, padded to 8 bytes unless
+    compressed; a tag or data running past the end of the file means the file was cut.
+    """
+    if len(header) < 128 or header[126:128] not in (b"IM", b"MI"):
+        return None
+    order = "<" if header[126:128] == b"IM" else ">"
+    end = 128
+    with open(path, "rb") as f:
+        while end < size:
+            f.seek(end)
+            tag = f.read(8)
+            if len(tag) < 8:
+                return end + 8
+            data_type, nbytes = struct.unpack(order + "II", tag)
+            if data_type >> 16:  # small data element: type, size and data in the 8 bytes
+                end += 8
+                continue
+            need = end + 8 + nbytes
+            if need > size:
+                return need
+            end = need if data_type == _MI_COMPRESSED else need + (-nbytes % 8)
+    return min(end, size)
+
+
+def _npy_size(path: str) -> int | None:
+    """The length a ``.npy`` file needs according to its header, or None when the header itself is unreadable."""
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _, dtype = read_header(f)
+            return f.tell() + int(np.prod(shape)) * dtype.itemsize
+    except Exception:  # not an .npy file at all
+        return None
 
 
 def _h5_value(f: h5py.File, node, path: str) -> Any:
@@ -333,15 +447,20 @@ def _check_paths(paths: list[str], mode: str, index_path: str) -> None:
 
 def _handle_zero_labels(data: PairedData, mode: str, label_path: str) -> PairedData:
     empty = np.flatnonzero(data.labels.sum(axis=1) == 0)
-    if len(empty) == 0:
+    if len(empty) == 0 or mode == "keep":
         return data
+    if len(empty) == len(data):
+        raise DatasetError(f"{label_path}: no row has any label (all {len(data)} rows are zero); check the file, or "
+                           f"set dataset.zero_label_rows: keep to train on it anyway")
     if mode == "error":
         raise DatasetError(f"{label_path}: {len(empty)} of {len(data)} rows have no label (first rows: "
                            f"{', '.join(map(str, empty[:_SHOW_MISSING]))}); such rows are never relevant to any "
-                           f"query; set dataset.zero_label_rows to 'warn' to keep them or 'drop' to remove them")
+                           f"query; set dataset.zero_label_rows to 'warn' or 'keep' to keep them or 'drop' to remove "
+                           f"them")
     if mode == "warn":
         logger.warning("%s: %d of %d rows have no label and are never relevant to any query; kept "
-                       "(zero_label_rows='drop' removes them)", label_path, len(empty), len(data))
+                       "(zero_label_rows='drop' removes them, 'keep' keeps them without this warning)", label_path,
+                       len(empty), len(data))
         return data
     keep = np.setdiff1d(np.arange(len(data)), empty)
     logger.warning("%s: dropped %d of %d rows that have no label; row numbers changed, so published splits "

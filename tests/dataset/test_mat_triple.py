@@ -247,3 +247,89 @@ def test_writer_rejects_bad_rows(tmp_path):
         write_mat_triple(str(tmp_path), ["a", "b"], COCO_CAPTIONS, COCO_LABELS)
     with pytest.raises(DatasetError, match="caption row 1 must be a non-empty list"):
         write_mat_triple(str(tmp_path), ["a", "b"], [["x"], []], np.ones((2, 1)))
+
+
+def _one_line_error(match, call, *args, **kwargs) -> str:
+    with pytest.raises(DatasetError, match=match) as caught:
+        call(*args, **kwargs)
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def _cut(path, keep) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep if keep >= 0 else len(data) + keep])
+
+
+@pytest.mark.parametrize("name", ["index.mat", "caption.mat", "label.mat"])
+def test_truncated_mat_file_is_named(tmp_path, name):
+    write_mat_triple(str(tmp_path), ["a", "b", "c"], COCO_CAPTIONS, COCO_LABELS)
+    size = (tmp_path / name).stat().st_size
+    _cut(tmp_path / name, size - 20)  # scipy: "could not read bytes", naming no file
+    _one_line_error(rf"{name}: truncated MATLAB v5 \.mat file \({size - 20} of at least {size} bytes\); the "
+                    rf"copy or download was cut short", read_mat_triple, str(tmp_path), check_images="none")
+    _cut(tmp_path / name, 60)  # inside the 128-byte header
+    _one_line_error(rf"{name}: truncated MATLAB \.mat file \(60 of at least 128 bytes\)", read_mat_triple,
+                    str(tmp_path), check_images="none")
+    (tmp_path / name).write_bytes(b"")
+    _one_line_error(rf"{name}: empty file \(0 bytes\); expected a MATLAB \.mat file", read_mat_triple,
+                    str(tmp_path), check_images="none")
+
+
+def test_truncated_v73_file_is_named(tmp_path, mat73):
+    _variant_files(tmp_path, mat73, "index", "caption", "category", False)
+    size = (tmp_path / "caption.mat").stat().st_size
+    for keep in (size - 100, 530, 300):  # in the data, in the HDF5 superblock, in MATLAB's 512-byte header
+        _cut(tmp_path / "caption.mat", keep)
+        _one_line_error(rf"caption\.mat: truncated MATLAB v7\.3 \.mat file \({keep} (of at least {size} )?bytes\)",
+                        read_mat_triple, str(tmp_path), check_images="none")
+
+
+def test_non_mat_file_is_named(tmp_path):
+    write_mat_triple(str(tmp_path), ["a", "b", "c"], COCO_CAPTIONS, COCO_LABELS)
+    (tmp_path / "index.mat").write_text("index\n/a.jpg\n")
+    _one_line_error(r"index\.mat: not a readable MATLAB \.mat file \(.*\); expected a file written by "
+                    r"scipy\.io\.savemat or MATLAB", read_mat_triple, str(tmp_path), check_images="none")
+
+
+def test_non_utf8_caption_txt(tmp_path):
+    write_mat_triple(str(tmp_path), ["a", "b"], [["actor film"], ["cafe"]], np.eye(2), caption_format="txt")
+    (tmp_path / "caption.txt").write_bytes("actor film\ncafé\n".encode("latin-1"))
+    _one_line_error(r"caption\.txt: not UTF-8 text at byte 14 \(line 2, byte b'\\xe9'\); expected one UTF-8 "
+                    r"caption per line", read_mat_triple, str(tmp_path), caption_file="caption.txt",
+                    check_images="none")
+    (tmp_path / "caption.txt").write_bytes("\ufeffactor film\ncafé\n".encode("utf-8"))
+    data = read_mat_triple(str(tmp_path), caption_file="caption.txt", check_images="none")
+    assert data.captions == [["actor film"], ["café"]]
+
+
+def test_truncated_npy_images(tmp_path):
+    np.save(tmp_path / "images.npy", np.zeros((3, 4, 4, 3), np.uint8))
+    write_mat_triple(str(tmp_path), ["x", "y", "z"], COCO_CAPTIONS, COCO_LABELS)
+    size = (tmp_path / "images.npy").stat().st_size
+    _cut(tmp_path / "images.npy", -10)
+    _one_line_error(rf"images\.npy: truncated \.npy file \({size - 10} bytes, its header says {size}\)",
+                    read_mat_triple, str(tmp_path), index_file="images.npy")
+    (tmp_path / "images.npy").write_bytes(b"not numpy")
+    _one_line_error(r"images\.npy: not a readable \.npy array \(.*\); expected uint8 images", read_mat_triple,
+                    str(tmp_path), index_file="images.npy")
+
+
+@pytest.mark.parametrize("mode", ["warn", "error", "drop"])
+def test_all_zero_labels_are_refused(tmp_path, mode):
+    write_mat_triple(str(tmp_path), ["a", "b", "c"], COCO_CAPTIONS, np.zeros((3, 4)))
+    _one_line_error(r"label\.mat: no row has any label \(all 3 rows are zero\); check the file, or set "
+                    r"dataset\.zero_label_rows: keep to train on it anyway", read_mat_triple, str(tmp_path),
+                    check_images="none", zero_label_rows=mode)
+
+
+def test_zero_label_rows_keep_is_silent(tmp_path, caplog):
+    write_mat_triple(str(tmp_path), ["a", "b", "c"], COCO_CAPTIONS, np.zeros((3, 4)))
+    with caplog.at_level(logging.WARNING):
+        data = read_mat_triple(str(tmp_path), check_images="none", zero_label_rows="keep")
+        assert len(data) == 3 and not data.labels.any()
+        write_mat_triple(str(tmp_path), ["a", "b", "c"], COCO_CAPTIONS, np.array([[1, 0], [0, 0], [0, 0]]))
+        assert len(read_mat_triple(str(tmp_path), check_images="none", zero_label_rows="keep")) == 3
+    assert "no label" not in caplog.text
+    with pytest.raises(DatasetError, match=r"zero_label_rows must be one of 'warn', 'error', 'drop', 'keep'"):
+        read_mat_triple(str(tmp_path), check_images="none", zero_label_rows="ignore")
