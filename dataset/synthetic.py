@@ -22,6 +22,7 @@ from common.register import registry
 from common.schema import NonNegativeFloat, PositiveInt
 from dataset.cross_modal import DatasetSplits, make_datasets
 from dataset.mat_triple import read_mat_triple, write_mat_triple
+from dataset.records import DatasetError
 from dataset.splits import make_split
 
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (240, 220, 40),
@@ -69,33 +70,46 @@ def _caption(names: list[str], present: list[int], rng: np.random.Generator, noi
 
 def generate(out_dir: str | os.PathLike, num_samples: int = 2000, num_classes: int = 10, image_size: int = 32,
              noise: float = 0.1, seed: int = 0) -> Path:
-    """Write ``num_samples`` pairs (images/ + index.mat + caption.mat + label.mat) into ``out_dir``."""
+    """Write ``num_samples`` pairs (images/ + index.mat + caption.mat + label.mat) into ``out_dir``.
+
+    The files are written into a hidden ``.<name>.partial`` folder next to ``out_dir`` and renamed at the end;
+    on any failure that folder is removed, so ``out_dir`` is either complete or untouched.
+    """
+    shape_size = max(image_size // 3, 4)
+    # A shape is shape_size + 1 pixels wide (PIL boxes include both corners) and needs one free position.
+    min_size = 5
+    if not isinstance(image_size, (int, np.integer)) or image_size < min_size:
+        raise DatasetError(f"dataset.image_size must be an integer of at least {min_size} for the synthetic dataset "
+                           f"(its shapes are 5 pixels wide), got {image_size!r}")
     out = Path(out_dir)
     names = concept_names(num_classes)
     rng = np.random.default_rng(seed)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
-    (staging / "images").mkdir(parents=True)
-    paths, captions = [], []
-    labels = np.zeros((num_samples, num_classes), dtype=np.uint8)
-    shape_size = max(image_size // 3, 4)
-    for i in range(num_samples):
-        present = sorted(rng.choice(num_classes, size=rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]), replace=False))
-        labels[i, present] = 1
-        pixels = rng.integers(0, 70, size=(image_size, image_size, 3), dtype=np.uint8)
-        image = Image.fromarray(pixels)
-        draw = ImageDraw.Draw(image)
-        for k in present:
-            x, y = rng.integers(0, image_size - shape_size, size=2)
-            color = COLORS[list(COLORS)[k]]
-            _draw(draw, SHAPES[k % len(SHAPES)], (int(x), int(y), int(x) + shape_size, int(y) + shape_size), color)
-        rel = f"images/{i:06d}.png"
-        image.save(staging / rel)
-        paths.append(rel)
-        captions.append([_caption(names, [int(k) for k in present], rng, noise)])
-    write_mat_triple(staging, paths, captions, labels)
-    shutil.rmtree(out, ignore_errors=True)
-    os.replace(staging, out)
+    try:
+        (staging / "images").mkdir(parents=True)
+        paths, captions = [], []
+        labels = np.zeros((num_samples, num_classes), dtype=np.uint8)
+        for i in range(num_samples):
+            present = sorted(rng.choice(num_classes, size=rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]), replace=False))
+            labels[i, present] = 1
+            pixels = rng.integers(0, 70, size=(image_size, image_size, 3), dtype=np.uint8)
+            image = Image.fromarray(pixels)
+            draw = ImageDraw.Draw(image)
+            for k in present:
+                x, y = rng.integers(0, image_size - shape_size, size=2)
+                color = COLORS[list(COLORS)[k]]
+                _draw(draw, SHAPES[k % len(SHAPES)], (int(x), int(y), int(x) + shape_size, int(y) + shape_size),
+                      color)
+            rel = f"images/{i:06d}.png"
+            image.save(staging / rel)
+            paths.append(rel)
+            captions.append([_caption(names, [int(k) for k in present], rng, noise)])
+        write_mat_triple(staging, paths, captions, labels)
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # what a failure left; nothing after the rename
     return out
 
 
