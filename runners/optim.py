@@ -11,6 +11,7 @@ import math
 import torch
 
 from common.register import registry
+from common.schema import NonNegativeFloat, PositiveFloat
 
 
 @registry.register_scheduler("warmup_cosine")
@@ -119,9 +120,10 @@ def _split_lrs(param_groups: list[dict], lr: float, backbone_lr: float) -> list[
 
 
 @registry.register_optimizer("BertAdam")
-def build_bert_adam(param_groups: list[dict], total_steps: int, lr: float = 1e-3, backbone_lr: float = 1e-5,
-                    schedule: str = "warmup_cosine", warmup: float = 0.1, b1: float = 0.9, b2: float = 0.98,
-                    e: float = 1e-6, weight_decay: float = 0.2, max_grad_norm: float = 1.0):
+def build_bert_adam(param_groups: list[dict], total_steps: int, lr: PositiveFloat = 1e-3,
+                    backbone_lr: PositiveFloat = 1e-5, schedule: str = "warmup_cosine", warmup: NonNegativeFloat = 0.1,
+                    b1: NonNegativeFloat = 0.9, b2: NonNegativeFloat = 0.98, e: PositiveFloat = 1e-6,
+                    weight_decay: NonNegativeFloat = 0.2, max_grad_norm: NonNegativeFloat = 1.0):
     """BertAdam with its built-in per-tensor schedule; returns (optimizer, None)."""
     opt = BertAdam(_split_lrs(param_groups, lr, backbone_lr), lr=lr, t_total=total_steps, schedule=schedule,
                    warmup=warmup, b1=b1, b2=b2, e=e, weight_decay=weight_decay, max_grad_norm=max_grad_norm)
@@ -129,9 +131,10 @@ def build_bert_adam(param_groups: list[dict], total_steps: int, lr: float = 1e-3
 
 
 @registry.register_optimizer("AdamW")
-def build_adamw(param_groups: list[dict], total_steps: int, lr: float = 1e-4, backbone_lr: float = 1e-5,
-                schedule: str = "cosine_with_warmup", warmup: float = 0.05, betas: tuple = (0.9, 0.999),
-                eps: float = 1e-8, weight_decay: float = 0.01):
+def build_adamw(param_groups: list[dict], total_steps: int, lr: PositiveFloat = 1e-4,
+                backbone_lr: PositiveFloat = 1e-5, schedule: str = "cosine_with_warmup",
+                warmup: NonNegativeFloat = 0.05, betas: tuple[NonNegativeFloat, NonNegativeFloat] = (0.9, 0.999),
+                eps: PositiveFloat = 1e-8, weight_decay: NonNegativeFloat = 0.01):
     """torch AdamW plus a per-step LambdaLR from the schedule table; returns (optimizer, scheduler)."""
     opt = torch.optim.AdamW(_split_lrs(param_groups, lr, backbone_lr), lr=lr, betas=tuple(betas), eps=eps,
                             weight_decay=weight_decay)

@@ -12,16 +12,16 @@ reference, a batch of one keeps its batch axis.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import nn
 
 from common.register import registry
+from common.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from models.base import HashModel
 from models.heads import FrameworkSelectHead, SelectHead, argmax_codes
 from models.losses import batch_similarity, pair_quantization
-
-HEADS = ("canonical", "framework")
 
 
 def pair_loss(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor, margin: float,
@@ -54,13 +54,10 @@ class DCMHT(HashModel):
             0.001 framework).
     """
 
-    def __init__(self, backbone: nn.Module, bits: int = 16, vartheta: float = 0.75, head: str = "canonical",
-                 hidden: int = 128, loss_type: str = "l2", quan_alpha: float | None = None):
+    def __init__(self, backbone: nn.Module, bits: PositiveInt = 16, vartheta: PositiveFloat = 0.75,
+                 head: Literal["canonical", "framework"] = "canonical", hidden: PositiveInt = 128,
+                 loss_type: Literal["l2", "l1"] = "l2", quan_alpha: NonNegativeFloat | None = None):
         super().__init__(backbone, bits)
-        if head not in HEADS:
-            raise ValueError(f"model.head must be one of {HEADS}, got '{head}'")
-        if loss_type not in ("l1", "l2"):
-            raise ValueError(f"model.loss_type must be 'l1' or 'l2', got '{loss_type}'")
         dim = backbone.embed_dim
         if head == "canonical":
             self.image_hash, self.text_hash = SelectHead(dim, bits, hidden), SelectHead(dim, bits, hidden)

@@ -26,14 +26,16 @@ Deviations from the reference code; where the reference works, none changes a va
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.register import registry
+from common.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from models.base import HashModel
-from models.DIMCH.losses import DIVERSITY_SCOPES, SET_SIMILARITIES, cosine_distance, diversity, mmd, set_similarity
+from models.DIMCH.losses import cosine_distance, diversity, mmd, set_similarity
 from models.heads import MLPHashHead
 from models.losses import shared_label_counts, sign_quantization, weighted_triplet
 
@@ -87,19 +89,16 @@ class DIMCH(HashModel):
         quant_weight: [hash_pars.quan_alpha].
     """
 
-    def __init__(self, backbone: nn.Module, bits: int = 16, set_size: int = 8, dropout: float = 0.3,
-                 distance: str = "smooth_chamfer", temperature: float = 16.0, temperature_txt_scale: float = 1.0,
-                 denominator: float = 2.0, token_margin: float = 0.3, hash_margin: float = 0.3,
-                 mmd_gamma: float = 0.5, diversity_scope: str = "batch", token_triplet_weight: float = 50.0,
-                 mmd_weight: float = 1.0, diversity_weight: float = 0.3, hash_triplet_weight: float = 50.0,
-                 quant_weight: float = 1.0):
+    def __init__(self, backbone: nn.Module, bits: PositiveInt = 16, set_size: PositiveInt = 8,
+                 dropout: NonNegativeFloat = 0.3,
+                 distance: Literal["smooth_chamfer", "chamfer", "max", "avg"] = "smooth_chamfer",
+                 temperature: PositiveFloat = 16.0, temperature_txt_scale: PositiveFloat = 1.0,
+                 denominator: PositiveFloat = 2.0, token_margin: NonNegativeFloat = 0.3,
+                 hash_margin: NonNegativeFloat = 0.3, mmd_gamma: PositiveFloat = 0.5,
+                 diversity_scope: Literal["batch", "sample"] = "batch", token_triplet_weight: NonNegativeFloat = 50.0,
+                 mmd_weight: NonNegativeFloat = 1.0, diversity_weight: NonNegativeFloat = 0.3,
+                 hash_triplet_weight: NonNegativeFloat = 50.0, quant_weight: NonNegativeFloat = 1.0):
         super().__init__(backbone, bits)
-        if set_size < 1:
-            raise ValueError(f"model.set_size must be a positive integer, got {set_size}")
-        if distance not in SET_SIMILARITIES:
-            raise ValueError(f"model.distance must be one of {SET_SIMILARITIES}, got '{distance}'")
-        if diversity_scope not in DIVERSITY_SCOPES:
-            raise ValueError(f"model.diversity_scope must be one of {DIVERSITY_SCOPES}, got '{diversity_scope}'")
         if not 0 <= dropout < 1:
             raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
         dim = backbone.embed_dim

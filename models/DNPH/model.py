@@ -23,6 +23,8 @@ Deviations and options:
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -31,10 +33,9 @@ from scipy.spatial.distance import cdist
 from torch import nn
 
 from common.register import registry
+from common.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from models.base import HashModel
 from models.heads import TanhHashHead, kaiming_fan_out_
-
-HEAD_INITS = ("default", "kaiming")
 
 
 def proxy_loss(codes: torch.Tensor, labels: torch.Tensor, proxies: torch.Tensor, margin: float) -> torch.Tensor:
@@ -88,14 +89,13 @@ class DNPH(HashModel):
         head_init: ``default`` (PyTorch's Linear init, original) or ``kaiming`` (fan_out, framework).
     """
 
-    def __init__(self, backbone: nn.Module, bits: int = 16, num_classes: int | None = None, margin: float = 1.0,
-                 noise_alpha: float = 0.1, dropout: float = 0.2, update_proxies: bool = False,
-                 proxy_lr: float = 0.0001, head_init: str = "default"):
+    def __init__(self, backbone: nn.Module, bits: PositiveInt = 16, num_classes: int | None = None,
+                 margin: NonNegativeFloat = 1.0, noise_alpha: NonNegativeFloat = 0.1, dropout: NonNegativeFloat = 0.2,
+                 update_proxies: bool = False, proxy_lr: PositiveFloat = 0.0001,
+                 head_init: Literal["default", "kaiming"] = "default"):
         super().__init__(backbone, bits)
         if num_classes is None or num_classes < 2:
             raise ValueError(f"DNPH needs num_classes >= 2 (a dataset with class labels), got {num_classes}")
-        if head_init not in HEAD_INITS:
-            raise ValueError(f"model.head_init must be one of {HEAD_INITS}, got '{head_init}'")
         dim = backbone.embed_dim
         self.image_hash, self.text_hash = TanhHashHead(dim, bits, dropout), TanhHashHead(dim, bits, dropout)
         self.image_classifier, self.text_classifier = nn.Linear(dim, num_classes), nn.Linear(dim, num_classes)

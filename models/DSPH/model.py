@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.register import registry
+from common.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from models.base import HashModel
 from models.heads import TanhHashHead
 
@@ -105,14 +106,13 @@ class DSPH(HashModel):
         proxy_weight_decay: weight decay of that SGD.
     """
 
-    def __init__(self, backbone: nn.Module, bits: int = 16, num_classes: int | None = None, alpha: float = 0.8,
-                 dropout: float = 0.2, threshold: float | None = None, proxy_seed: int = 0, proxy_lr: float = 0.02,
-                 proxy_momentum: float = 0.9, proxy_weight_decay: float = 0.0005):
+    def __init__(self, backbone: nn.Module, bits: PositiveInt = 16, num_classes: int | None = None,
+                 alpha: NonNegativeFloat = 0.8, dropout: NonNegativeFloat = 0.2, threshold: float | None = None,
+                 proxy_seed: int = 0, proxy_lr: PositiveFloat = 0.02, proxy_momentum: NonNegativeFloat = 0.9,
+                 proxy_weight_decay: NonNegativeFloat = 0.0005):
         super().__init__(backbone, bits)
         if num_classes is None or num_classes < 2:
             raise ValueError(f"DSPH needs labelled data with at least 2 classes (num_classes), got {num_classes}")
-        if alpha < 0:
-            raise ValueError(f"model.alpha must be >= 0, got {alpha}")
         if threshold is not None and not -1 <= threshold <= 1:
             raise ValueError(f"model.threshold must be a cosine in [-1, 1] or null (code table), got {threshold}")
         dim = backbone.embed_dim

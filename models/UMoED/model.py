@@ -31,17 +31,18 @@ Choices and deviations:
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from common.register import registry
+from common.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from models.base import HashModel
 from models.UMoED.decoder import UnifiedDecoder
 from models.losses import shared_label_counts, weighted_triplet
 from models.UMoED.losses import sharpen, slot_distance, slot_uniformity
-
-WORD_BITS = (1, 2, 4, 8, 16)  # the reference's code tables
 
 
 def word_codes(logits: torch.Tensor) -> torch.Tensor:
@@ -66,7 +67,8 @@ class UMoED(HashModel):
     Args:
         backbone: the CLIP backbone; all projected tokens of both towers are decoded.
         bits: code length b.
-        word_bits: bits per query slot c (V = 2^c words, M = b / c slots); one of 1, 2, 4, 8, 16.
+        word_bits: bits per query slot c (V = 2^c words, M = b / c slots); one of 1, 2, 4, 8, 16
+            (the reference's code tables).
         hidden_dim: decoder width d; a Linear + ReLU projects the tokens when it differs from CLIP's width.
         decoder_layers: decoder layers.
         decoder_heads: attention heads; must divide ``hidden_dim``.
@@ -82,26 +84,20 @@ class UMoED(HashModel):
         uniformity_weight: weight of the uniformity terms (divided by 3).
     """
 
-    def __init__(self, backbone: nn.Module, bits: int = 64, word_bits: int = 1, hidden_dim: int = 512,
-                 decoder_layers: int = 6, decoder_heads: int = 8, ffn_dim: int = 2048, dropout: float = 0.3,
-                 moe: bool = True, num_experts: int = 8, slots_per_expert: int = 8,
-                 extreme_temperature: float | None = 0.3, triplet_margin: float = 0.1, triplet_weight: float = 1.0,
-                 uniformity_weight: float = 0.8):
+    def __init__(self, backbone: nn.Module, bits: PositiveInt = 64,
+                 word_bits: Literal[1, 2, 4, 8, 16] = 1, hidden_dim: PositiveInt = 512,
+                 decoder_layers: PositiveInt = 6, decoder_heads: PositiveInt = 8,
+                 ffn_dim: PositiveInt = 2048, dropout: NonNegativeFloat = 0.3, moe: bool = True,
+                 num_experts: PositiveInt = 8, slots_per_expert: PositiveInt = 8,
+                 extreme_temperature: PositiveFloat | None = 0.3, triplet_margin: NonNegativeFloat = 0.1,
+                 triplet_weight: NonNegativeFloat = 1.0, uniformity_weight: NonNegativeFloat = 0.8):
         super().__init__(backbone, bits)
-        if word_bits not in WORD_BITS:
-            raise ValueError(f"model.word_bits must be one of {WORD_BITS}, got {word_bits}")
         if bits % word_bits:
             raise ValueError(f"model.bits={bits} must be a multiple of model.word_bits={word_bits}")
         if hidden_dim % decoder_heads:
             raise ValueError(f"model.decoder_heads={decoder_heads} must divide model.hidden_dim={hidden_dim}")
-        for key, value in (("decoder_layers", decoder_layers), ("ffn_dim", ffn_dim), ("num_experts", num_experts),
-                           ("slots_per_expert", slots_per_expert)):
-            if value < 1:
-                raise ValueError(f"model.{key} must be at least 1, got {value}")
         if not 0 <= dropout < 1:
             raise ValueError(f"model.dropout must be in [0, 1), got {dropout}")
-        if extreme_temperature is not None and extreme_temperature <= 0:
-            raise ValueError(f"model.extreme_temperature must be positive or null, got {extreme_temperature}")
         self.num_queries = bits // word_bits
         self.decoder = UnifiedDecoder(backbone.embed_dim, self.num_queries, 2 ** word_bits, hidden_dim,
                                       decoder_layers, decoder_heads, ffn_dim, dropout, moe, num_experts,

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common.register import registry
+from common.schema import NonNegativeFloat, PositiveInt
 from models.base import HashModel
 from models.heads import MLPHashHead
 from models.losses import batch_similarity, sign_quantization
@@ -26,8 +27,8 @@ def likelihood_loss(a: torch.Tensor, b: torch.Tensor, sim: torch.Tensor) -> torc
 class CLIPBaseline(HashModel):
     """CLIP + tanh MLP hash heads + pairwise likelihood and quantisation losses."""
 
-    def __init__(self, backbone: nn.Module, bits: int = 16, hidden: int = 256, dropout: float = 0.3,
-                 quan_alpha: float = 0.001, share_hash_mlp: bool = False):
+    def __init__(self, backbone: nn.Module, bits: PositiveInt = 16, hidden: PositiveInt = 256,
+                 dropout: NonNegativeFloat = 0.3, quan_alpha: NonNegativeFloat = 0.001, share_hash_mlp: bool = False):
         super().__init__(backbone, bits)
         dim = backbone.embed_dim
         self.image_hash = MLPHashHead(dim, bits, hidden, dropout)

@@ -173,8 +173,6 @@ def test_tiny_clip_shapes_binarisation_and_gradients():
 def test_bad_values_fail_clearly():
     with pytest.raises(ValueError, match="num_classes"):
         DSPH(TinyBackbone(), bits=4)
-    with pytest.raises(ValueError, match="model.alpha must be >= 0"):
-        DSPH(TinyBackbone(), bits=4, num_classes=3, alpha=-1)
     with pytest.raises(ValueError, match="model.threshold must be a cosine"):
         DSPH(TinyBackbone(), bits=4, num_classes=3, threshold=2)
     with pytest.raises(ValueError, match="needs class labels"):

@@ -265,8 +265,6 @@ def test_labels_required_and_unlabelled_data(backbone):
 def test_bad_config_values(backbone):
     with pytest.raises(ValueError, match="model.top_k_label"):
         MITH(backbone, num_train=4, bits=4)
-    with pytest.raises(ValueError, match="model.activation"):
-        MITH(backbone, num_train=4, bits=16, activation="swish")
 
 
 # 50 steps of 50 pairs at a constant rate after warm-up: enough for the tiny CLIP to learn the synthetic concepts
