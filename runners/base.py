@@ -121,9 +121,9 @@ class BaseRunner:
     """Builds everything from a config through the registry, then trains, evaluates and checkpoints."""
 
     def __init__(self, cfg: Config, save_dir: str | Path | None, device: str | None = None, mode: Mode = "new"):
-        """Resolve the config, build everything, then claim ``save_dir`` (see :mod:`utils.run_dir` for
-        ``mode``) and write its first files: nothing is written before the whole config has validated and
-        every input was found."""
+        """Resolve the config and build everything. ``save_dir`` is claimed (see :mod:`utils.run_dir` for
+        ``mode``) only at the first write, in :meth:`fit` or an evaluation: nothing is written before the whole
+        config has validated, every input was found and a resumed checkpoint was checked."""
         self.cfg = cfg = resolve(cfg, config_sections())
         self.run_cfg = from_section(RunConfig, cfg["run"])
         self.dist = distributed.setup(device or self.run_cfg.device)
@@ -161,13 +161,14 @@ class BaseRunner:
         self.epoch, self.global_step = 0, 0
         self.history: list[dict] = []
         self.best: dict[str, dict] = {}
-        self.run_dir = self.writer = None
-        if self.save_dir is not None:
-            self._open_run_directory(mode)
+        self.mode, self.run_dir, self.writer = mode, None, None
 
-    def _open_run_directory(self, mode: Mode) -> None:
-        """Claim the run directory under its lock, then write the log, the config, the split, TensorBoard."""
-        self.run_dir = RunDirectory(self.save_dir, mode)
+    def open_run_directory(self) -> None:
+        """Claim the run directory under its lock, then write the log, the config, the split, TensorBoard
+        (once; a no-op without a run directory)."""
+        if self.save_dir is None or self.run_dir is not None:
+            return
+        self.run_dir = RunDirectory(self.save_dir, self.mode)
         self.run_dir.claim()
         log_to_file(self.save_dir / "train.log")
         if self.run_dir.moved_to is not None:
@@ -352,6 +353,7 @@ class BaseRunner:
 
     def fit(self) -> dict:
         """Train from ``self.epoch`` to ``run.epochs``, evaluating and checkpointing; returns the summary."""
+        self.open_run_directory()
         self.model.before_training(self.training_context())
         self.on_train_start()
         self.logger.info(f"training {self.cfg['model']['name']} for {self.run_cfg.epochs} epochs, "
@@ -405,6 +407,7 @@ class BaseRunner:
 
     def evaluate_and_record(self) -> bool:
         """Evaluate, log, and write codes / curves / metrics.json; True if the mean primary metric improved."""
+        self.open_run_directory()
         codes, improved = self.evaluate_epoch()
         if codes is not None:
             self.write_evaluation(codes, improved)
@@ -543,6 +546,7 @@ class BaseRunner:
         written = read_json_or_none(self.save_dir / "metrics.json")
         if written is not None and written.get("last", {}).get("epoch") == self.epoch:
             return
+        self.open_run_directory()
         self.logger.info(f"rewriting the codes and metrics.json of epoch {self.epoch}, which the interrupted run "
                          f"did not finish")
         codes = self.evaluator.compute_codes(self.encode)
