@@ -549,7 +549,9 @@ class BaseRunner:
         self.open_run_directory()
         self.logger.info(f"rewriting the codes and metrics.json of epoch {self.epoch}, which the interrupted run "
                          f"did not finish")
+        restored = rng_state()  # encoding draws loader seeds; the resumed run must go on from the saved RNG
         codes = self.evaluator.compute_codes(self.encode)
+        set_rng_state(restored)
         self.write_evaluation(codes, self.best.get("mean", {}).get("epoch") == self.epoch)
 
     def close(self) -> None:

@@ -23,14 +23,16 @@ MODELS = REGISTRY.list("model")
 # (CLIPBaseline, DCMHT) learn slowly from 500 pairs (the 30-epoch demo reaches ~0.8 for DCMHT).
 LEARNING = {
     "CLIPBaseline": (12, 0.04, {"model.dropout": 0.0}),
-    "DCMHT": (8, 0.1, {"optimizer.lr": 0.003, "optimizer.backbone_lr": 0.003}),
+    "DCMHT": (12, 0.1, {"optimizer.lr": 0.003, "optimizer.backbone_lr": 0.003}),
     "DIMCH": (14, 0.2, {}),  # the triplet terms need ~100 steps of the random tiny CLIP
-    "DNPH": (3, 0.2, {"run.batch_size": 25, "optimizer.lr": 0.003, "optimizer.backbone_lr": 0.003}),
+    "DNPH": (3, 0.2, {"dataset.num_samples": 600, "run.batch_size": 25, "optimizer.schedule": "warmup_cosine",
+                      "optimizer.lr": 0.003, "optimizer.backbone_lr": 0.003}),
     "DSPH": (20, 0.2, {"dataset.num_samples": 300, "dataset.query_num": 50, "dataset.train_num": 150,
                        "run.batch_size": 25, "optimizer.schedule": "warmup_cosine"}),
     "MITH": (5, 0.2, {}),
-    "TwDH": (3, 0.2, {"run.batch_size": 25, "optimizer.lr": 0.005, "optimizer.backbone_lr": 0.005,
-                      "model.long_bits": 64, "model.short_bits": "[16,32]", "model.transform_lr": 0.03}),
+    "TwDH": (3, 0.2, {"dataset.num_samples": 600, "run.batch_size": 25, "optimizer.schedule": "warmup_cosine",
+                      "optimizer.lr": 0.005, "optimizer.backbone_lr": 0.005, "model.long_bits": 64,
+                      "model.short_bits": "[16,32]", "model.transform_lr": 0.03}),
     "UMoED": (24, 0.2, {}),  # the 4-bit words separate the concepts after ~100 steps
 }
 DEFAULT_LEARNING = (10, 0.1, {})
