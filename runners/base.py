@@ -215,8 +215,8 @@ class BaseRunner:
 
     # ------------------------------------------------------------------ hooks
     def training_context(self) -> TrainingContext:
-        """What the model's ``before_training`` hook receives."""
-        run_dir = self.save_dir if self.dist.is_main else None
+        """What the model's ``before_training`` hook receives (a run directory only once it is claimed)."""
+        run_dir = self.save_dir if self.run_dir is not None else None
         return TrainingContext(self.data, self.device, run_dir, self.logger)
 
     def on_train_start(self) -> None:

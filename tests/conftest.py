@@ -57,34 +57,3 @@ def interrupted_run(make_runner, tmp_path):
         return interrupted, resumed
 
     return run
-
-
-@pytest.fixture
-def learns_and_resumes(small_run, make_runner, tmp_path):
-    """Check that a shrunk synthetic config learns and that its last checkpoint restores every weight.
-
-    Trains ``config_file`` on 500 pairs at batch 50 with a constant rate after warm-up, asserts mAP@all at
-    least ``margin`` above random codes in both directions, then resumes the last checkpoint in a fresh runner
-    and compares all weights. Returns the trained runner and its last scores for further checks.
-    """
-    import torch
-
-    def check(config_file: str, epochs: int, margin: float = 0.2, **overrides):
-        opts = small_run(epochs=epochs, batch_size=50, **{
-            "dataset.num_samples": 700, "dataset.query_num": 100, "dataset.train_num": 500,
-            "optimizer.schedule": "warmup_constant", "run.eval_every": epochs, **overrides})
-        trained = make_runner(config_file, opts, tmp_path / "run")
-        chance = trained.random_code_baseline()
-        last = trained.fit()["last"]
-        trained.close()
-        for direction in ("i2t", "t2i"):
-            assert last[direction]["mAP@all"] > chance[direction] + margin, (direction, last[direction], chance)
-        resumed = make_runner(config_file, opts, tmp_path / "resumed")
-        resumed.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", resume=True)
-        resumed.close()
-        assert resumed.epoch == epochs
-        weights, restored = trained.model.state_dict(), resumed.model.state_dict()
-        assert weights.keys() == restored.keys() and all(torch.equal(weights[k], restored[k]) for k in weights)
-        return trained, last
-
-    return check

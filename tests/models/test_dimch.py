@@ -297,8 +297,3 @@ def test_state_round_trip_is_exact(backbone):
 def test_bad_config_values(backbone):
     with pytest.raises(ValueError, match="model.dropout"):
         DIMCH(backbone, bits=8, dropout=1.0)
-
-
-def test_synthetic_run_learns_and_resumes_from_its_checkpoint(learns_and_resumes):
-    # ~140 steps: the random tiny CLIP needs ~100 before the triplet losses pay off
-    learns_and_resumes("configs/DIMCH/synthetic.yaml", epochs=14)

@@ -267,21 +267,12 @@ def test_bad_config_values(backbone):
         MITH(backbone, num_train=4, bits=4)
 
 
-# 50 steps of 50 pairs at a constant rate after warm-up: enough for the tiny CLIP to learn the synthetic concepts
-# (the demo's cosine schedule decays too early in so short a run). One evaluation, at the end.
-EPOCHS = 5
-SMALL_OVERRIDES = {"dataset.num_samples": 700, "dataset.query_num": 100, "dataset.train_num": 500,
-                   "optimizer.schedule": "warmup_constant", "run.eval_every": EPOCHS}
-
-
-def test_synthetic_run_learns_and_banks_survive_resume(small_run, make_runner, tmp_path):
-    opts = small_run(epochs=EPOCHS, batch_size=50, **SMALL_OVERRIDES)
+def test_banks_survive_resume_and_the_hook_hands_the_training_labels_again(small_run, make_runner, tmp_path):
+    """Learning is checked by tests/models/test_contract.py; here the MITH-specific state."""
+    opts = small_run(epochs=1)
     runner = make_runner("configs/MITH/synthetic.yaml", opts, tmp_path / "run")
-    chance = runner.random_code_baseline()
-    last = runner.fit()["last"]
+    runner.fit()
     runner.close()
-    for direction in ("i2t", "t2i"):
-        assert last[direction]["mAP@all"] > chance[direction] + 0.2, (direction, last, chance)
     resumed = make_runner("configs/MITH/synthetic.yaml", opts, tmp_path / "resumed")
     assert not torch.equal(resumed.model.image_local_bank, runner.model.image_local_bank)
     resumed.load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", resume=True)

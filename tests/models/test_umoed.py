@@ -197,9 +197,3 @@ def test_released_head_size():
     """The released head (d 512, 6 layers, FFN 2048, 8 x 8 experts, 64 one-bit slots) has ~70.1 M parameters."""
     decoder = UnifiedDecoder(512, num_queries=64, vocab_size=2)
     assert sum(p.numel() for p in decoder.parameters()) == pytest.approx(70.1e6, rel=1e-3)
-
-
-# ---------------------------------------------------------------------- training
-def test_synthetic_run_learns_and_resumes_from_its_checkpoint(learns_and_resumes):
-    # ~240 steps: the random tiny CLIP towers need ~100 before the 4-bit words separate the concepts
-    learns_and_resumes("configs/UMoED/synthetic.yaml", epochs=24)
