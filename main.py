@@ -135,12 +135,12 @@ def main(argv=None) -> int:
             raise
         from utils.logging import get_logger
         get_logger().debug("error", exc_info=True)
-        print(f"error: {one_line(err)}", file=sys.stderr)
+        print(f"error: {user_message(err)}", file=sys.stderr)
         return 1
     return 0
 
 
-def one_line(err: BaseException) -> str:
+def user_message(err: BaseException) -> str:
     """The line of an error a user needs. An error re-raised from a DataLoader worker process starts with
     'Caught X in DataLoader worker process N.' and carries the original message on its last line."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]

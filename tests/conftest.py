@@ -57,3 +57,14 @@ def interrupted_run(make_runner, tmp_path):
         return interrupted, resumed
 
     return run
+
+
+@pytest.fixture
+def one_thread():
+    """The tiny models gain nothing from intra-op threads, which oversubscribe a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -44,15 +44,6 @@ def config_of(name: str) -> str:
     return str(path)
 
 
-@pytest.fixture
-def one_thread():
-    """The tiny models gain nothing from intra-op threads, which oversubscribe a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_codes_gradients_and_state_round_trip(name, small_run, make_runner, tmp_path, one_thread):
     runner = make_runner(config_of(name), small_run(), None)

@@ -12,7 +12,6 @@ CONFIG = "configs/DSPH/synthetic.yaml"
 TERMS = ("image_pos", "image_neg", "text_pos", "text_neg", "irrelevant_ii", "irrelevant_tt", "irrelevant_it")
 
 
-
 def cosine(a, b):
     return float(a @ b / (a.norm() * b.norm()))
 
@@ -178,15 +177,6 @@ def test_bad_values_fail_clearly():
     with pytest.raises(ValueError, match="needs class labels"):
         DSPH(TinyBackbone(), bits=4, num_classes=3).loss({"image": torch.zeros(2, 4), "text": torch.zeros(2, 4)},
                                                         {"index": torch.arange(2)})
-
-
-@pytest.fixture
-def one_thread():
-    """The tiny model gains nothing from intra-op threads, which oversubscribe a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_proxies_sized_from_the_data_and_resume_exactly(small_run, make_runner, interrupted_run, tmp_path,
