@@ -7,11 +7,15 @@ each row L2-normalised, as the reference passes them.
 """
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 
-SET_SIMILARITIES = ("smooth_chamfer", "chamfer", "max", "avg")
-DIVERSITY_SCOPES = ("batch", "sample")
+SetSimilarity = Literal["smooth_chamfer", "chamfer", "max", "avg"]
+DiversityScope = Literal["batch", "sample"]
+SET_SIMILARITIES = get_args(SetSimilarity)
+DIVERSITY_SCOPES = get_args(DiversityScope)
 
 
 def set_similarity(x: torch.Tensor, y: torch.Tensor, set_size: int, mode: str = "smooth_chamfer",

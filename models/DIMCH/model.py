@@ -26,8 +26,6 @@ Deviations from the reference code; where the reference works, none changes a va
 from __future__ import annotations
 
 import math
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,7 +33,7 @@ from torch import nn
 from common.register import registry
 from common.schema import NonNegativeFloat, PositiveFloat, PositiveInt
 from models.base import HashModel
-from models.DIMCH.losses import cosine_distance, diversity, mmd, set_similarity
+from models.DIMCH.losses import DiversityScope, SetSimilarity, cosine_distance, diversity, mmd, set_similarity
 from models.heads import MLPHashHead
 from models.losses import shared_label_counts, sign_quantization, weighted_triplet
 
@@ -91,11 +89,11 @@ class DIMCH(HashModel):
 
     def __init__(self, backbone: nn.Module, bits: PositiveInt = 16, set_size: PositiveInt = 8,
                  dropout: NonNegativeFloat = 0.3,
-                 distance: Literal["smooth_chamfer", "chamfer", "max", "avg"] = "smooth_chamfer",
+                 distance: SetSimilarity = "smooth_chamfer",
                  temperature: PositiveFloat = 16.0, temperature_txt_scale: PositiveFloat = 1.0,
                  denominator: PositiveFloat = 2.0, token_margin: NonNegativeFloat = 0.3,
                  hash_margin: NonNegativeFloat = 0.3, mmd_gamma: PositiveFloat = 0.5,
-                 diversity_scope: Literal["batch", "sample"] = "batch", token_triplet_weight: NonNegativeFloat = 50.0,
+                 diversity_scope: DiversityScope = "batch", token_triplet_weight: NonNegativeFloat = 50.0,
                  mmd_weight: NonNegativeFloat = 1.0, diversity_weight: NonNegativeFloat = 0.3,
                  hash_triplet_weight: NonNegativeFloat = 50.0, quant_weight: NonNegativeFloat = 1.0):
         super().__init__(backbone, bits)

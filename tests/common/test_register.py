@@ -55,9 +55,17 @@ def test_global_registry_lists_every_kind_and_builtin_methods():
     assert "CLIP" in registry.list("backbone")
     assert {"synthetic", "mat_triple"} <= set(registry.list("dataset"))
     assert {"BertAdam", "AdamW"} <= set(registry.list("optimizer"))
-    text = repr(registry)
-    for kind in registry.kinds():
-        assert f"{kind}:" in text
+    assert registry.list("runner") == ["BaseRunner"] and registry.list("evaluator") == [
+        "caption_recall", "cross_modal", "image_retrieval"]
+    assert registry.meta("dataset", "caption_pairs") == {"evaluator": "caption_recall"}
+    assert registry.kind_of(__import__("torch").nn.Module) == "backbone"
+
+
+def test_repr_prints_one_line_per_kind_with_its_sorted_names():
+    reg = Registry(kinds=("model", "runner"))
+    reg.register_model("b")(type("B", (), {}))
+    reg.register_model("a")(type("A", (), {}))
+    assert repr(reg) == "model: a, b\nrunner: (none)"
 
 
 def test_every_method_folder_registers_a_model():
