@@ -10,3 +10,4 @@ from common.register import registry
 registry.set_base("backbone", nn.Module)
 
 from models.backbones import clip  # noqa: E402,F401
+from models.backbones import vit  # noqa: E402,F401

@@ -13,7 +13,6 @@ Radford et al., "Learning Transferable Visual Models From Natural Language Super
 """
 from __future__ import annotations
 
-import pickle
 import warnings
 import zipfile
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from torch import nn
 from common.register import closest, registry
 from common.schema import PositiveInt
 from dataset.tokenizers import CLIPTokenizer
+from models.backbones.state_dicts import read_state_dict, strip_ddp_prefix
 from utils.logging import get_logger
 
 logger = get_logger(__name__)
@@ -119,33 +119,9 @@ def _read_torchscript_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(module.state_dict())
 
 
-def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    """A state dict from a safetensors file or a ``torch.save`` file (``weights_only``), unwrapped."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path), device="cpu")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError) as err:
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path} is neither a TorchScript archive nor a weights-only torch checkpoint: "
-                         f"{first_line}") from err
-    # Training checkpoints nest the weights ({"state_dict": ...} for open_clip, {"model": ...} elsewhere).
-    while isinstance(checkpoint, dict):
-        wrapper = next((key for key in ("state_dict", "model") if isinstance(checkpoint.get(key), dict)), None)
-        if wrapper is None:
-            break
-        checkpoint = checkpoint[wrapper]
-    if not isinstance(checkpoint, dict) or not any(isinstance(v, torch.Tensor) for v in checkpoint.values()):
-        raise ValueError(f"{path} holds no state dict of tensors (looked at the top level and under "
-                         f"'state_dict' / 'model')")
-    return {key: value for key, value in checkpoint.items() if isinstance(value, torch.Tensor)}
-
-
 def _to_openai_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """OpenAI key names (those of ``open_clip.model.CLIP``), fp32, without DDP prefixes or non-parameters."""
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
+    state = strip_ddp_prefix(state)
     if "text.positional_embedding" in state:  # open_clip's CustomTextCLIP keeps the text tower under "text."
         state = {key[len("text."):] if key.startswith("text.") else key: value for key, value in state.items()}
     return {key: value.float() if value.is_floating_point() else value
@@ -216,7 +192,8 @@ def load_clip_state_dict(path: str | Path, arch: str = "ViT-B-32", context_lengt
     if not path.is_file():
         raise FileNotFoundError(_missing_file_message(path, arch))
     torchscript = _is_torchscript_archive(path)
-    state = _to_openai_names(_read_torchscript_state_dict(path) if torchscript else _read_checkpoint(path))
+    state = _to_openai_names(_read_torchscript_state_dict(path) if torchscript
+                             else read_state_dict(path, "a TorchScript archive"))
     _check_arch(state, arch, context_length, path)
     rows = state["positional_embedding"].shape[0]
     state["positional_embedding"] = state["positional_embedding"][:context_length]
