@@ -522,16 +522,18 @@ class BaseRunner:
         self._repair_evaluation_files()
 
     def _check_checkpoint_fits(self, state: dict, path) -> None:
-        """A checkpoint of another method or code length is named as such, not as a state_dict diff."""
+        """A checkpoint of another method, or of another code length whose weights do not fit, is named as such,
+        not as a state_dict diff (one checkpoint may serve several lengths: TwDH derives them)."""
         model = state.get("config", {}).get("model", {})
         ours = self.cfg["model"]
-        if model and (model.get("name"), model.get("bits")) != (ours["name"], ours["bits"]):
-            raise ValueError(f"checkpoint '{path}' was written for {model.get('name')} with bits={model.get('bits')}; "
-                             f"the config builds {ours['name']} with bits={ours['bits']}")
         expected = self.model.state_dict()
         missing = [k for k in expected if k not in state["model"]]
         unexpected = [k for k in state["model"] if k not in expected]
         wrong = [k for k in expected if k in state["model"] and state["model"][k].shape != expected[k].shape]
+        other_method = model and model.get("name") != ours["name"]
+        if other_method or (model and (missing or unexpected or wrong) and model.get("bits") != ours["bits"]):
+            raise ValueError(f"checkpoint '{path}' was written for {model.get('name')} with bits={model.get('bits')}; "
+                             f"the config builds {ours['name']} with bits={ours['bits']}")
         if missing or unexpected or wrong:
             parts = [f"{len(names)} {what} (first: {names[0]})" for what, names in
                      (("missing tensors", missing), ("unexpected tensors", unexpected),
@@ -540,11 +542,15 @@ class BaseRunner:
                              f"{', '.join(parts)}")
 
     def _repair_evaluation_files(self) -> None:
-        """After a crash between a checkpoint and the files of its evaluation, write those files again."""
-        if self.save_dir is None or not self.history or self.history[-1]["epoch"] != self.epoch:
+        """After a crash between a checkpoint and the files of its evaluation, write those files again.
+
+        Rank 0 decides (it alone reads the run directory); every rank then encodes, as evaluation gathers.
+        """
+        if not self.history or self.history[-1]["epoch"] != self.epoch:
             return
-        written = read_json_or_none(self.save_dir / "metrics.json")
-        if written is not None and written.get("last", {}).get("epoch") == self.epoch:
+        written = read_json_or_none(self.save_dir / "metrics.json") if self.save_dir is not None else None
+        unfinished = self.save_dir is not None and (written or {}).get("last", {}).get("epoch") != self.epoch
+        if not distributed.broadcast(torch.tensor([float(unfinished)], device=self.device)).item():
             return
         self.open_run_directory()
         self.logger.info(f"rewriting the codes and metrics.json of epoch {self.epoch}, which the interrupted run "
@@ -552,7 +558,8 @@ class BaseRunner:
         restored = rng_state()  # encoding draws loader seeds; the resumed run must go on from the saved RNG
         codes = self.evaluator.compute_codes(self.encode)
         set_rng_state(restored)
-        self.write_evaluation(codes, self.best.get("mean", {}).get("epoch") == self.epoch)
+        if self.save_dir is not None:
+            self.write_evaluation(codes, self.best.get("mean", {}).get("epoch") == self.epoch)
 
     def close(self) -> None:
         if self.writer is not None:

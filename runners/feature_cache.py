@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dataset.cross_modal import CrossModalDataset
-from utils.checkpoint import load, save_atomic
+from utils.checkpoint import read, save_atomic
 from utils.logging import get_logger
 
 
@@ -84,7 +84,7 @@ def cached_features(model, dataset: CrossModalDataset, cache_dir: str | Path, de
     """Load the split's features from ``cache_dir`` or compute and save them (atomically) first."""
     path = Path(cache_dir) / f"{cache_key(model, dataset)}.pt"
     if path.is_file():
-        state = load(path)
+        state = read(path)
         get_logger().info(f"feature cache: reusing {path}")
     else:
         model.eval()

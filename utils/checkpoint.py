@@ -17,32 +17,37 @@ def save_atomic(obj, path: str | os.PathLike) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def load(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`save_atomic` (``weights_only=True``: no pickled code runs).
+def read(path: str | os.PathLike, map_location="cpu", what: str = "file"):
+    """``torch.load`` with ``weights_only=True`` (no pickled code runs) and errors that say what is wrong.
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: one line saying what the file is not (empty, not a PyTorch file, holding objects this
-            framework never writes, or a bare state dict without the checkpoint's entries).
+        ValueError: one line naming the file: empty, not a PyTorch file, or holding objects this framework
+            never writes (torch's advice to unpickle such a file is never repeated).
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' not found")
-    foreign = f"checkpoint '{path}' is not a checkpoint written by this framework"
+        raise FileNotFoundError(f"{what} '{path}' not found")
+    foreign = f"{what} '{path}' is not a {what} written by this framework"
     if path.stat().st_size == 0:
         raise ValueError(f"{foreign}: the file is empty (0 bytes)")
     if not zipfile.is_zipfile(path):
         raise ValueError(f"{foreign}: it is not a PyTorch file")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception:  # torch raises several types; its advice to unpickle untrusted code is never repeated
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception:  # torch raises several types
         raise ValueError(f"{foreign}: it holds Python objects other than tensors and plain data, which are not "
                          f"loaded for safety") from None
+
+
+def load(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Read a checkpoint written by :func:`save_atomic`: :func:`read`, and a ``model`` entry must be there."""
+    state = read(path, map_location, what="checkpoint")
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         bare = isinstance(state, dict) and state and all(torch.is_tensor(v) for v in state.values())
         what = "a bare state dict of tensors" if bare else f"a {type(state).__name__} without a 'model' entry"
-        raise ValueError(f"{foreign}: it holds {what}; save weights as {{'model': state_dict}} to evaluate them "
-                         f"with --eval-only")
+        raise ValueError(f"checkpoint '{path}' is not a checkpoint written by this framework: it holds {what}; "
+                         f"save weights as {{'model': state_dict}} to evaluate them with --eval-only")
     return state
 
 

@@ -73,7 +73,7 @@ def test_codes_gradients_and_state_round_trip(name, small_run, make_runner, tmp_
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_short_run_learns_far_above_random_codes(name, small_run, make_runner, tmp_path, one_thread):
+def test_short_run_learns_far_above_random_codes(name, small_run, make_runner, tmp_path):
     epochs, margin, extra = LEARNING.get(name, DEFAULT_LEARNING)
     opts = small_run(epochs=epochs, batch_size=50, **{
         "dataset.num_samples": 700, "dataset.query_num": 100, "dataset.train_num": 500,
@@ -89,7 +89,8 @@ def test_short_run_learns_far_above_random_codes(name, small_run, make_runner, t
 @pytest.mark.parametrize("name", MODELS)
 def test_resumed_run_ends_where_the_uninterrupted_one_does(name, small_run, make_runner, interrupted_run,
                                                            tmp_path, one_thread):
-    opts = small_run(epochs=2, **{"run.save_codes": False})
+    opts = small_run(epochs=2, **{"dataset.num_samples": 150, "dataset.query_num": 30, "dataset.train_num": 50,
+                                  "run.save_codes": False})
     straight = make_runner(config_of(name), opts, tmp_path / "straight")
     straight.fit()
     interrupted, resumed = interrupted_run(config_of(name), opts)

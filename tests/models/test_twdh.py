@@ -249,7 +249,7 @@ def test_synthetic_run_learns_and_codebook_survives_resume(small_run, make_runne
         out = tmp_path / f"eval{bits}"
         assert main(["--config-file", CONFIG, "--save-dir", str(out), "--eval-only", "--checkpoint",
                      str(run / "checkpoints" / "last.pt"), "--opts", *opts, f"model.bits={bits}"]) == 0
-        scores = json.loads((out / "metrics.json").read_text())["last"]
+        scores = json.loads((out / "eval" / "last-1" / "metrics.json").read_text())["last"]
         assert scores["i2t"]["mAP@all"] > chance["i2t"] + 0.1 and scores["t2i"]["mAP@all"] > chance["t2i"] + 0.1
 
 
