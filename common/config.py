@@ -27,6 +27,7 @@ import yaml
 
 from common import schema
 from common.register import closest, registry
+from utils.io import atomic_write_text
 
 SECTIONS = ("model", "optimizer", "dataset", "run", "eval")
 
@@ -112,7 +113,6 @@ class Config(dict):
 
     def dump(self, path: str | os.PathLike) -> None:
         """Write :meth:`to_yaml` atomically (no ``_base_``: the file stands alone)."""
-        from utils.io import atomic_write_text
         atomic_write_text(path, self.to_yaml())
 
 

@@ -1,4 +1,7 @@
-"""Stand-ins shared by the model tests."""
+"""Stand-ins and helpers shared by the tests."""
+import hashlib
+from pathlib import Path
+
 import torch
 
 
@@ -32,3 +35,9 @@ def tiny_clip_batch(size: int = 4, num_classes: int = 24) -> dict:
     """Random images, token ids and multi-hot labels shaped for the tiny CLIP (32x32 images, 32 tokens)."""
     return {"image": torch.randn(size, 3, 32, 32), "text": torch.randint(1, 400, (size, 32)),
             "label": (torch.rand(size, num_classes) < 0.3).float()}
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (the run's lock file aside): what "nothing was lost" compares."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}

@@ -18,13 +18,9 @@ from PIL import Image
 
 from dataset.mat_triple import write_mat_triple
 from main import main
+from tests.stubs import snapshot
 
 CONFIG = "configs/DCMHT/synthetic.yaml"
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 @dataclass

@@ -3,7 +3,6 @@
 Kill points are simulated by raising inside a write at a chosen moment (plus one real ``kill -9``); every
 test checks the exit code, the one-line message, and that the files of the earlier run are byte-identical.
 """
-import hashlib
 import json
 import os
 import signal
@@ -17,16 +16,11 @@ import scipy.io
 import torch
 
 from main import main
+from tests.stubs import snapshot
 from utils.run_dir import RunDirectory
 
 CONFIG = "configs/DCMHT/synthetic.yaml"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def snapshot(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (the lock file aside)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
 
 
 def fails(capsys, argv, *fragments) -> str:
