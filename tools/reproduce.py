@@ -120,7 +120,8 @@ def cell_state(run_dir: Path, epochs: int) -> str:
     return "restart" if RunDirectory(run_dir).existing_run() else "new"
 
 
-def main_command(cell: Cell, run_dir: Path, state: str, opts: list[str], nproc: int | None) -> list[str]:
+def main_command(cell: Cell, run_dir: Path, state: str, opts: list[str], nproc: int | None,
+                 accept_config_changes: bool = False) -> list[str]:
     """The ``main.py`` command of a cell, under torchrun when ``nproc`` is given."""
     launcher = [sys.executable] if nproc is None else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
@@ -128,6 +129,7 @@ def main_command(cell: Cell, run_dir: Path, state: str, opts: list[str], nproc: 
                "--opts", *cell.opts(opts)]
     if state == "resume":
         command += ["--resume", str(run_dir / "checkpoints" / "last.pt")]
+        command += ["--accept-config-changes"] if accept_config_changes else []
     elif state == "restart":
         command += ["--overwrite"]
     return command
@@ -146,7 +148,8 @@ def run_streaming(command: list[str]) -> tuple[int, str]:
     return process.wait(), lines[-1].decode("utf-8", "replace") if lines else ""
 
 
-def run_grid(cells: list[Cell], root: Path, opts: list[str], nproc: int | None, dry_run: bool) -> int:
+def run_grid(cells: list[Cell], root: Path, opts: list[str], nproc: int | None, dry_run: bool,
+             accept_config_changes: bool = False) -> int:
     """Train every unfinished cell in turn; a failed cell is reported and the others go on. Returns the number
     of failed cells."""
     outcomes = []
@@ -160,7 +163,7 @@ def run_grid(cells: list[Cell], root: Path, opts: list[str], nproc: int | None, 
         if state == "done":
             outcomes.append((cell, "finished", "skipped"))
             continue
-        command = main_command(cell, run_dir, state, opts, nproc)
+        command = main_command(cell, run_dir, state, opts, nproc, accept_config_changes)
         if dry_run:
             outcomes.append((cell, f"would {'train' if state == 'new' else state}", shlex.join(command)))
             continue
@@ -176,7 +179,7 @@ def run_grid(cells: list[Cell], root: Path, opts: list[str], nproc: int | None, 
 
 
 def slurm_script(cells: list[Cell], root: Path, opts: list[str], nproc: int, partition: str | None, time_limit: str,
-                 cpus: int) -> str:
+                 cpus: int, accept_config_changes: bool = False) -> str:
     """An sbatch array script with one task per cell. Each task runs this tool on its one cell under torchrun,
     so whether the cell is skipped, resumed or trained is decided when the task starts."""
     header = ["#!/bin/bash", "#SBATCH --job-name=reproduce", f"#SBATCH --array=0-{len(cells) - 1}",
@@ -190,6 +193,7 @@ def slurm_script(cells: list[Cell], root: Path, opts: list[str], nproc: int, par
         command = [sys.executable, str(ROOT / "tools" / "reproduce.py"), "run", "--methods", cell.method,
                    "--datasets", cell.dataset, "--bits", str(cell.bits), "--root", str(root.resolve()),
                    "--launcher", "torchrun", "--nproc-per-node", str(nproc)]
+        command += ["--accept-config-changes"] if accept_config_changes else []
         if opts:
             command += ["--opts", *opts]
         lines.append(f"  {index}) exec {shlex.join(command)} ;;")
@@ -208,14 +212,18 @@ class Estimate:
     epochs: int
     eval_s: float
     evaluations: int
-    processes: int
     device: str
 
     @property
+    def unit(self) -> str:
+        return "GPU-hours" if self.device == "cuda" else f"{self.device.upper()}-hours"
+
+    @property
     def hours(self) -> float:
-        """Device-hours: wall time of the schedule times the devices it occupies."""
+        """Hours of the whole schedule on one device of the kind measured (under torchrun on N such devices the
+        device-hours stay about the same, as each process takes 1/N of the steps)."""
         seconds = self.setup_s + self.step_s * self.steps_per_epoch * self.epochs + self.eval_s * self.evaluations
-        return seconds * self.processes / 3600
+        return seconds / 3600
 
 
 def estimate_cell(cell: Cell, opts: list[str], steps: int) -> Estimate:
@@ -257,7 +265,7 @@ def estimate_cell(cell: Cell, opts: list[str], steps: int) -> Estimate:
         eval_s = synchronized() - begin
         epochs, every = runner.run_cfg.epochs, runner.run_cfg.eval_every
         return Estimate(setup_s, sum(measured) / len(measured), runner.steps_per_epoch, epochs, eval_s,
-                        epochs // every + (epochs % every != 0), runner.dist.world_size, runner.device.type)
+                        epochs // every + (epochs % every != 0), runner.device.type)
     finally:
         runner.close()
         cleanup()
@@ -268,7 +276,7 @@ def estimate_grid(cells: list[Cell], opts: list[str], steps: int) -> None:
     missing) says why, and the others are still measured."""
     from main import user_message
 
-    total, unknown = 0.0, []
+    total, unknown, units = 0.0, [], set()
     for cell in cells:
         try:
             found = estimate_cell(cell, opts, steps)
@@ -277,11 +285,12 @@ def estimate_grid(cells: list[Cell], opts: list[str], steps: int) -> None:
             print(f"{cell.name}: cannot estimate: {user_message(err)}", flush=True)
             continue
         total += found.hours
+        units.add(found.unit)
         print(f"{cell.name}: {found.step_s:.3f} s/step x {found.steps_per_epoch} steps x {found.epochs} epochs + "
               f"{found.evaluations} evaluations x {found.eval_s:.1f} s + {found.setup_s:.1f} s set-up = "
-              f"{found.hours:.3f} {found.device}-hours ({found.processes} x {found.device})", flush=True)
+              f"{found.hours:.4g} {found.unit}", flush=True)
     measured = len(cells) - len(unknown)
-    print(f"total: {total:.3f} device-hours for {measured} of {len(cells)} cells"
+    print(f"total: {total:.4g} {' + '.join(sorted(units)) or 'hours'} for {measured} of {len(cells)} cells"
           + (f" ({len(unknown)} could not be estimated: {', '.join(c.name for c in unknown)})" if unknown else ""))
 
 
@@ -708,6 +717,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--time", default="3-00:00:00", help="slurm: time limit per cell (default 3-00:00:00)")
     run.add_argument("--cpus-per-task", type=int, default=8, help="slurm: CPU cores per cell (default 8)")
     run.add_argument("--script", type=Path, help="slurm: where to write the script (default <root>/reproduce.sbatch)")
+    run.add_argument("--accept-config-changes", action="store_true",
+                     help="resume cells whose config changed since they started (e.g. a longer run.epochs)")
     run.add_argument("--dry-run", action="store_true", help="print what would run, run nothing")
 
     estimate = commands.add_parser("estimate", help="time a few steps and one evaluation per cell, extrapolate")
@@ -734,7 +745,7 @@ def command_run(args) -> int:
     cells = make_grid(args.methods, args.datasets, args.bits, args.opts)
     if args.launcher == "slurm":
         script = slurm_script(cells, args.root, args.opts, args.nproc_per_node, args.partition, args.time,
-                              args.cpus_per_task)
+                              args.cpus_per_task, args.accept_config_changes)
         if args.dry_run:
             print(script, end="")
             return 0
@@ -744,7 +755,7 @@ def command_run(args) -> int:
         print(f"wrote {path}: an array of {len(cells)} tasks, one per cell; submit it with\n  sbatch {path}")
         return 0
     nproc = args.nproc_per_node if args.launcher == "torchrun" else None
-    return 1 if run_grid(cells, args.root, args.opts, nproc, args.dry_run) else 0
+    return 1 if run_grid(cells, args.root, args.opts, nproc, args.dry_run, args.accept_config_changes) else 0
 
 
 def command_table(args) -> int:
