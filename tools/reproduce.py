@@ -288,9 +288,9 @@ def estimate_grid(cells: list[Cell], opts: list[str], steps: int) -> None:
         units.add(found.unit)
         print(f"{cell.name}: {found.step_s:.3f} s/step x {found.steps_per_epoch} steps x {found.epochs} epochs + "
               f"{found.evaluations} evaluations x {found.eval_s:.1f} s + {found.setup_s:.1f} s set-up = "
-              f"{found.hours:.4g} {found.unit}", flush=True)
+              f"{found.hours:.3g} {found.unit}", flush=True)
     measured = len(cells) - len(unknown)
-    print(f"total: {total:.4g} {' + '.join(sorted(units)) or 'hours'} for {measured} of {len(cells)} cells"
+    print(f"total: {total:.3g} {' + '.join(sorted(units)) or 'hours'} for {measured} of {len(cells)} cells"
           + (f" ({len(unknown)} could not be estimated: {', '.join(c.name for c in unknown)})" if unknown else ""))
 
 
