@@ -20,7 +20,6 @@ import argparse
 import csv
 import io
 import json
-import math
 import re
 import shlex
 import signal
@@ -39,7 +38,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from common.config import load_config, resolve  # noqa: E402
+from common.evaluation import DIRECTIONS, load_codes_mat  # noqa: E402
+from common.metrics import MAP_VARIANTS, mean_average_precision  # noqa: E402
+from main import register_all, user_message  # noqa: E402
 from utils.io import atomic_write, atomic_write_text  # noqa: E402
+from utils.run_dir import RunDirectory  # noqa: E402
 
 REPORTED = ROOT / "docs" / "reported.yaml"
 METHOD_DOCS = ROOT / "docs" / "methods"
@@ -97,9 +101,7 @@ def read_json(path: Path) -> dict | None:
 
 def scheduled_epochs(cell: Cell, opts: list[str]) -> int:
     """``run.epochs`` of the cell's resolved config (its file, its bases, --opts and the signature default)."""
-    from common.config import load_config, resolve
-    from main import register_all
-    from runners.base import config_sections
+    from runners.base import config_sections  # the runner and the models load only when a grid is run
 
     register_all()
     return resolve(load_config(cell.config_file, cell.opts(opts)), config_sections())["run"]["epochs"]
@@ -110,8 +112,6 @@ def cell_state(run_dir: Path, epochs: int) -> str:
     checkpoints and codes, so the run is complete), ``resume`` when a checkpoint to continue exists, ``restart``
     when the folder holds a run killed before its first checkpoint (moved aside, then trained afresh), else
     ``new``."""
-    from utils.run_dir import RunDirectory
-
     metrics = read_json(run_dir / "metrics.json") or {}
     if metrics.get("last", {}).get("epoch") == epochs:
         return "done"
@@ -157,8 +157,8 @@ def run_grid(cells: list[Cell], root: Path, opts: list[str], nproc: int | None, 
         run_dir = cell.run_dir(root)
         try:
             state = cell_state(run_dir, scheduled_epochs(cell, opts))
-        except ValueError as err:  # the cell's config does not resolve: say so, and go on with the others
-            outcomes.append((cell, "FAILED", str(err).splitlines()[0]))
+        except (ValueError, KeyError) as err:  # the cell's config does not resolve: say so, go on with the others
+            outcomes.append((cell, "FAILED", user_message(err)))
             continue
         if state == "done":
             outcomes.append((cell, "finished", "skipped"))
@@ -231,8 +231,6 @@ def estimate_cell(cell: Cell, opts: list[str], steps: int) -> Estimate:
     the runner's own API, with no run directory (nothing is written)."""
     import torch
 
-    from common.config import load_config
-    from main import register_all
     from runners.base import runner_class
     from utils.distributed import cleanup
 
@@ -274,8 +272,6 @@ def estimate_cell(cell: Cell, opts: list[str], steps: int) -> Estimate:
 def estimate_grid(cells: list[Cell], opts: list[str], steps: int) -> None:
     """Print each cell's extrapolated cost and the total; a cell that cannot be built (a weights or data file
     missing) says why, and the others are still measured."""
-    from main import user_message
-
     total, unknown, units = 0.0, [], set()
     for cell in cells:
         try:
@@ -325,8 +321,6 @@ def _expect(ok: bool, path: Path, key: str, expected: str, value) -> None:
 
 def load_reported(path: Path = REPORTED) -> ReportedFile:
     """Read and check the reported-numbers file (see its header for the layout)."""
-    from common.evaluation import DIRECTIONS
-
     try:
         content = yaml.safe_load(path.read_text())
     except OSError as err:
@@ -345,12 +339,12 @@ def load_reported(path: Path = REPORTED) -> ReportedFile:
                 entry["note"])
         _expect(isinstance(entry["results"], dict), path, f"{key}.results", "a mapping of datasets", entry["results"])
         notes[method] = entry["note"]
-        results[method] = {dataset: _reported_table(path, f"{key}.results.{dataset}", table, DIRECTIONS)
+        results[method] = {dataset: _reported_table(path, f"{key}.results.{dataset}", table)
                            for dataset, table in entry["results"].items()}
     return ReportedFile({str(k): str(v) for k, v in content["datasets"].items()}, notes, results)
 
 
-def _reported_table(path: Path, key: str, table, directions) -> Reported:
+def _reported_table(path: Path, key: str, table) -> Reported:
     fields = ("source", "verified", "metric", "protocol", "values")
     _expect(isinstance(table, dict) and set(table) == set(fields), path, key,
             f"a mapping with the keys {', '.join(fields)}", table)
@@ -360,8 +354,8 @@ def _reported_table(path: Path, key: str, table, directions) -> Reported:
     _expect(isinstance(table["metric"], str) and parse_metric(table["metric"]) is not None, path, f"{key}.metric",
             "mAP@all, mAP@K or <variant>@K with a variant of common.metrics.MAP_VARIANTS", table["metric"])
     values = table["values"]
-    _expect(isinstance(values, dict) and values and set(values) <= set(directions), path, f"{key}.values",
-            f"a mapping from directions ({', '.join(directions)})", values)
+    _expect(isinstance(values, dict) and values and set(values) <= set(DIRECTIONS), path, f"{key}.values",
+            f"a mapping from directions ({', '.join(DIRECTIONS)})", values)
     for direction, by_bits in values.items():
         _expect(isinstance(by_bits, dict) and by_bits, path, f"{key}.values.{direction}", "a mapping bits: value",
                 by_bits)
@@ -377,8 +371,6 @@ def _reported_table(path: Path, key: str, table, directions) -> Reported:
 def parse_metric(metric: str) -> tuple[str, int | None] | None:
     """``mAP@all`` -> (standard, None), ``mAP@1000`` -> (standard, 1000), ``legacy@5000`` -> (legacy, 5000);
     None if the name is not a mAP of ``common.metrics``."""
-    from common.metrics import MAP_VARIANTS
-
     match = METRIC.fullmatch(metric)
     if match is None:
         return None
@@ -438,9 +430,6 @@ class RunRecord:
 @lru_cache(maxsize=None)
 def metric_from_codes(codes_file: str, tie_break: str, direction: str, metric: str) -> float | None:
     """A mAP variant computed from a run's saved ``codes/<tag>.mat`` (None if it lacks that direction's codes)."""
-    from common.evaluation import DIRECTIONS, load_codes_mat
-    from common.metrics import mean_average_precision
-
     codes, labels = load_codes_mat(codes_file)
     query, retrieval = DIRECTIONS[direction]
     if query not in codes or retrieval not in codes:
@@ -490,8 +479,7 @@ def build_table(methods: list[str], datasets: list[str], bits: list[int], root: 
                 table, run = tables.get(dataset), runs.get(Cell(method, dataset, b))
                 paper = table.values.get(direction, {}).get(b) if table else None
                 metric = table.metric if table else (run.primary if run else None)
-                ours = {which: run.value(which, direction, metric) if run and direction in run.directions else None
-                        for which in ("best", "last")}
+                ours = {which: run.value(which, direction, metric) if run else None for which in ("best", "last")}
                 cells["ours best"].append(ours["best"])
                 cells["best epoch"].append(run.epoch("best") if run else None)
                 cells["ours last"].append(ours["last"])
@@ -515,8 +503,8 @@ def table_notes(method: str, datasets: list[str], runs: dict[Cell, RunRecord], r
             flag = "" if table.verified else "; unverified"
             notes.append(f"{name}: {table.metric}; reported: {table.source}{flag}; split: {table.protocol}")
         else:
-            primary = next((run.primary for cell, run in runs.items() if (cell.method, cell.dataset) == (method, dataset)),
-                           None)
+            primary = next((run.primary for cell, run in runs.items()
+                            if (cell.method, cell.dataset) == (method, dataset)), None)
             if primary:
                 notes.append(f"{name}: {primary} (the run's own metric); no reported values")
     return notes

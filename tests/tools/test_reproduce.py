@@ -1,4 +1,4 @@
-"""tools/reproduce.py: a real 2 x 1 x 2 grid (killed, resumed, a cell failing), its table, the SLURM script, the
+"""tools/reproduce.py: a real 2 x 1 x 2 grid (killed, resumed), a failing cell, its table, the SLURM script, the
 cost estimate, the reported numbers and the method pages rendered from them."""
 import contextlib
 import csv
@@ -18,7 +18,6 @@ import scipy.io
 
 from tests.stubs import snapshot
 from tools import reproduce
-from utils.run_dir import RunDirectory
 
 REPO = Path(__file__).resolve().parents[2]
 TOOL = [sys.executable, str(REPO / "tools" / "reproduce.py")]
@@ -52,9 +51,8 @@ def run_in_process(args: list[str]) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory):
-    """The grid run for real: killed once its first cell is complete and its second has a checkpoint, run again
-    while another process holds the last cell's run directory (that cell fails, the others go on), then once to
-    finish and once more."""
+    """The grid run for real, killed once its first cell is complete and its second has a checkpoint, then run
+    again to the end, and once more."""
     tmp = tmp_path_factory.mktemp("repro")
     root, opts = tmp / "runs", tiny_opts(tmp / "data")
     args = ["run", *GRID, "--root", str(root), "--opts", *opts]
@@ -69,31 +67,20 @@ def grid(tmp_path_factory):
             os.killpg(first.pid, signal.SIGKILL)
         first.wait()
     at_kill = {"first": snapshot(dirs[0]), "second_epoch": last_epoch(dirs[1])}
-    holder = RunDirectory(dirs[3], "new")
-    holder.claim()
-    try:
-        blocked = run_in_process(args)
-    finally:
-        holder.release()
-    return {"root": root, "dirs": dirs, "opts": opts, "at_kill": at_kill, "blocked": blocked,
-            "finished": run_in_process(args), "again": run_in_process(args)}
+    return {"root": root, "dirs": dirs, "opts": opts, "at_kill": at_kill, "finished": run_in_process(args),
+            "again": run_in_process(args)}
 
 
-def test_grid_resumes_after_a_kill_reports_a_failed_cell_and_skips_finished_ones(grid):
-    dirs, blocked, at_kill = grid["dirs"], grid["blocked"], grid["at_kill"]
-    # after the kill: the first cell is skipped, the second resumed (or skipped if it had finished), the third
-    # trained, the fourth fails because another process holds its run directory; the exit code says so
-    code, out = blocked
-    assert code == 1, out
+def test_grid_killed_after_its_first_cell_completes_only_the_missing_cells(grid):
+    dirs, at_kill = grid["dirs"], grid["at_kill"]
+    # the first cell is skipped, the second resumed from its checkpoint (or skipped, had it finished before the
+    # kill), the other two trained; the invocation after that runs nothing
+    code, out = grid["finished"]
     second = "finished" if at_kill["second_epoch"] == EPOCHS else "trained"
-    assert summary(out) == dict(zip(CELLS, ["finished", second, "trained", "FAILED"]))
-    assert "in use by process" in out and "4 cells, 1 failed" in out
+    assert code == 0 and summary(out) == dict(zip(CELLS, ["finished", second, "trained", "trained"])), out
     if at_kill["second_epoch"] != EPOCHS:
         assert f"== {CELLS[1]}: resume in {dirs[1]}" in out
         assert "resumed from" in (dirs[1] / "train.log").read_text()
-    # the next invocation trains only the missing cell; the one after runs nothing
-    code, out = grid["finished"]
-    assert code == 0 and summary(out) == dict(zip(CELLS, ["finished"] * 3 + ["trained"])), out
     code, out = grid["again"]
     assert code == 0 and "== " not in out and summary(out) == dict.fromkeys(CELLS, "finished"), out
     assert snapshot(dirs[0]) == at_kill["first"]  # the first cell was never touched again
@@ -101,6 +88,24 @@ def test_grid_resumes_after_a_kill_reports_a_failed_cell_and_skips_finished_ones
         history = json.loads((run_dir / "metrics.json").read_text())["history"]
         assert [entry["epoch"] for entry in history] == list(range(1, EPOCHS + 1))
     assert sorted(str(p.relative_to(grid["root"])) for p in grid["root"].glob("*/*/*")) == sorted(CELLS)
+
+
+def test_a_failed_cell_is_reported_and_the_others_go_on(grid, monkeypatch):
+    """Each cell's command replaced by a stand-in that succeeds, or fails the way main.py does."""
+    launched = []
+
+    def stand_in(cell, run_dir, state, opts, nproc, accept_config_changes):
+        launched.append((cell.name, state, accept_config_changes))
+        script = "import sys; sys.exit('error: cannot train here')" if cell.bits == 32 else "pass"
+        return [sys.executable, "-c", script]
+
+    monkeypatch.setattr(reproduce, "main_command", stand_in)
+    code, out = run_in_process(["run", *GRID, "--root", str(grid["root"]), "--accept-config-changes", "--opts",
+                                *grid["opts"], "run.epochs=3"])
+    assert code == 1 and launched == [(cell, "resume", True) for cell in CELLS]
+    assert summary(out) == dict(zip(CELLS, ["trained", "FAILED", "trained", "FAILED"]))
+    assert "4 cells, 2 failed" in out
+    assert f"exit code 1: error: cannot train here (log: {grid['dirs'][1] / 'train.log'})" in out
 
 
 def test_dry_run_and_torchrun_launcher_print_the_commands_and_run_nothing(grid, capsys):
@@ -218,7 +223,7 @@ def test_estimate_prints_hours_per_cell_and_total(grid, capsys, one_thread):
     assert len(hours) == 4 and all(h > 0 for h in hours)
     assert re.search(r"^\S+/synthetic/16: [\d.]+ s/step x 3 steps x 2 epochs \+ 2 evaluations", out, re.M)
     total = float(re.search(r"^total: ([\d.e+-]+) CPU-hours for 4 of 4 cells$", out, re.M).group(1))
-    assert total == pytest.approx(sum(hours), rel=1e-3, abs=1e-7)
+    assert total == pytest.approx(sum(hours), rel=0.02)  # each printed to 3 digits
 
 
 def test_estimate_on_a_real_config_names_the_missing_files(tmp_path, capsys):
@@ -285,7 +290,8 @@ def test_table_of_the_real_datasets_prints_the_reported_values_beside_dashes(tmp
     names = {"i2t": "I→T", "t2i": "T→I", "i2i": "I→I"}
     for method in ("DSPH", "DNPH", "WCH"):
         for direction in {d for by_dataset in QUOTED[method].values() for d in by_dataset}:
-            expected = [QUOTED[method].get(d, {}).get(direction, (None,) * 3)[(16, 32, 64).index(b)] for d, b in columns]
+            expected = [QUOTED[method].get(d, {}).get(direction, (None,) * 3)[(16, 32, 64).index(b)]
+                        for d, b in columns]
             assert [None if c == "–" else float(c) for c in rows[method, names[direction], "reported"]] == expected
             assert rows[method, names[direction], "ours best"] == ["–"] * len(columns)
     assert not any(key[0] == "DIMCH" for key in rows)
