@@ -669,8 +669,8 @@ def render_docs(reported: ReportedFile, folder: Path = METHOD_DOCS, check: bool 
         text = page.read_text()
         updated = text
         for method in reported.results:
-            begin, end = block_markers(method)
-            pattern = re.compile(re.escape(begin.split(" (")[0]) + r".*?" + re.escape(end), re.S)
+            end = block_markers(method)[1]
+            pattern = re.compile(re.escape(f"<!-- reported:{method} ") + r".*?" + re.escape(end), re.S)
             if pattern.search(updated):
                 updated = pattern.sub(lambda _: reported_block(method, reported), updated)
             elif page.stem == method:
