@@ -352,3 +352,23 @@ def test_bad_grids_are_refused_before_anything_runs(tmp_path, capsys):
     assert reproduce.main(["run", *GRID, "--root", str(tmp_path), "--opts", "model.bits=8"]) == 2
     assert "--opts must not set model.bits" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_cell_state_decides_skip_resume_or_restart_from_the_run_directory(tmp_path):
+    run_dir = tmp_path / "DCMHT" / "synthetic" / "16"
+    cell = reproduce.Cell("DCMHT", "synthetic", 16)
+    assert reproduce.cell_state(run_dir, 2) == "new"
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("run: {}\n")  # killed before its first checkpoint
+    assert reproduce.cell_state(run_dir, 2) == "restart"
+    assert reproduce.main_command(cell, run_dir, "restart", [], None)[-1] == "--overwrite"
+    (run_dir / "checkpoints").mkdir()
+    (run_dir / "checkpoints" / "last.pt").write_bytes(b"")
+    (run_dir / "metrics.json").write_text(json.dumps({"last": {"epoch": 1}, "best": {}, "history": []}))
+    assert reproduce.cell_state(run_dir, 2) == "resume"
+    assert reproduce.main_command(cell, run_dir, "resume", ["run.epochs=2"], 2, True)[3:] == [
+        "--standalone", "--nproc-per-node=2", str(REPO / "main.py"), "--config-file", str(cell.config_file),
+        "--save-dir", str(run_dir), "--opts", "model.bits=16", "run.epochs=2", "--resume",
+        str(run_dir / "checkpoints" / "last.pt"), "--accept-config-changes"]
+    (run_dir / "metrics.json").write_text(json.dumps({"last": {"epoch": 2}, "best": {}, "history": []}))
+    assert reproduce.cell_state(run_dir, 2) == "done" and reproduce.cell_state(run_dir, 3) == "resume"
