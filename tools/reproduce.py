@@ -612,6 +612,12 @@ def table_axes(args, root: Path, reported: ReportedFile) -> tuple[list[str], lis
         [d for m in methods for d in reported.results.get(m, {})] + [p[1] for p in found if p[0] in methods]))
     bits = args.bits or sorted({b for m in methods for t in reported.results.get(m, {}).values()
                                 for v in t.values.values() for b in v} | {int(p[2]) for p in found if p[2].isdigit()})
+    unknown = [m for m in methods if m not in reported.results and not (ROOT / "configs" / m).is_dir()]
+    unknown += [d for d in datasets if not any(d in reported.results.get(m, {})
+                                               or (ROOT / "configs" / m / f"{d}.yaml").is_file() for m in methods)]
+    if unknown:
+        raise ReproduceError(f"{', '.join(unknown)}: neither a config (configs/<METHOD>/<dataset>.yaml) nor in the "
+                             f"reported numbers")
     return methods, datasets, bits
 
 

@@ -351,6 +351,10 @@ def test_bad_grids_are_refused_before_anything_runs(tmp_path, capsys):
                                                "needs configs/<METHOD>/<dataset>.yaml)")
     assert reproduce.main(["run", *GRID, "--root", str(tmp_path), "--opts", "model.bits=8"]) == 2
     assert "--opts must not set model.bits" in capsys.readouterr().err
+    assert reproduce.main(["table", "--root", str(tmp_path), "--methods", "DCHMT", "DCMHT", "--datasets",
+                           "mirflicker", "coco"]) == 2
+    assert capsys.readouterr().err.strip() == ("reproduce.py: DCHMT, mirflicker: neither a config "
+                                               "(configs/<METHOD>/<dataset>.yaml) nor in the reported numbers")
     assert not any(tmp_path.iterdir())
 
 
