@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 
