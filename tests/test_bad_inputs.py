@@ -250,6 +250,9 @@ CASES = [
     Case("list-missing-image", lambda c: c.image_config(name="image_list", root=(lambda r: (
         (r / "images" / "3.png").unlink(), r)[1])(c.lists("noimage"))),
         "test.txt: 1 of 2 checked image files do not exist (first: "),
+    Case("image-model-on-captions", lambda c: c.image_config(name="synthetic", root=c.tmp / "pairs",
+                                                             num_samples=40, query_num=10, train_num=20),
+         "this dataset pairs images with captions, but the model has no text tower"),
     # ---------------------------------------------------------------- checkpoints
     Case("resume-missing", lambda c: ["--config-file", CONFIG, "--resume", str(c.tmp / "missing.pt"), "--opts",
                                       *c.opts], "missing.pt' not found"),
