@@ -130,3 +130,25 @@ def test_bit_regularizer_against_its_definition():
     h = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=3))[:5])
     expected = np.mean(h.numpy().mean(axis=0) ** 2) - np.mean(h.numpy() ** 2)
     assert float(bit_regularizer(h)) == pytest.approx(expected)
+
+
+def test_model_trains_on_attended_tokens_and_encodes_the_plain_mean():
+    """Spec §2 (training step) and §9 (codes of single images), with the head initialised as §7 says."""
+    from models.backbones.vit import ViTBackbone
+    from models.WCH.model import WCH
+
+    torch.manual_seed(0)
+    model = WCH(ViTBackbone(arch="tiny"), bits=16, hidden=1024).eval()
+    assert float(model.head.fc.bias.detach().std()) == pytest.approx(1.0, abs=0.1)
+    assert model.head.fc.weight.abs().max() <= (6 / 1024) ** 0.5 and model.head.hash.weight.abs().max() <= (6 / 16) ** 0.5
+    assert model.head.norm.eps == 1e-6
+    views = torch.randn(2, 4, 3, 32, 32)
+    with torch.no_grad():
+        out = model({"image": views[0], "image2": views[1]})
+        z1, z2 = (model.backbone.image_tokens(v)[:, 1:] for v in views)
+        attended1, attended2 = mutual_attention(z1, z2)
+        assert torch.allclose(out["patches1"], attended1, atol=1e-5) and torch.allclose(out["patches2"], attended2,
+                                                                                       atol=1e-5)
+        assert torch.equal(out["codes1"], torch.sign(model.head(out["patches1"].mean(1))))
+        assert set(out["codes2"].unique().tolist()) <= {-1.0, 1.0}
+        assert torch.allclose(model.encode_image(views[0]), model.head(z1.mean(1)), atol=1e-6)
