@@ -2,9 +2,10 @@
 
 As timm's suite runs over its registry: a new registered model is tested here without writing a test (it only
 needs its synthetic config). Per model: codes in {-1, +1} of shape (B, bits) for each modality its data
-yields (image and text for cross-modal data, the image for single-modal data) and for a batch of one, a finite loss with ``total`` whose gradient reaches every trainable parameter, an exact
-state_dict round trip, a short run that learns far above the random-code level, and a resumed run that ends
-where the uninterrupted one does.
+yields (image and text for cross-modal data, the image for single-modal data) and for a batch of one, a
+finite loss with ``total`` whose gradient reaches every trainable parameter, an exact state_dict round trip,
+a short run that learns far above the random-code level in the evaluator's ranked directions, and a resumed
+run that ends where the uninterrupted one does.
 """
 from pathlib import Path
 
