@@ -28,9 +28,13 @@ class RegistryError(KeyError):
 
 
 def closest(name: str, choices) -> str:
-    """The closest valid spelling of ``name`` among ``choices``, phrased for an error message."""
-    match = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.5)
-    return f"; did you mean '{match[0]}'?" if match else ""
+    """The closest valid spelling of ``name`` among ``choices``, phrased for an error message.
+
+    Compared without case, so that a wrong capital finds its name ('Adamw' -> 'AdamW', not 'Adam').
+    """
+    lowered = {str(c).lower(): str(c) for c in choices}
+    match = difflib.get_close_matches(str(name).lower(), list(lowered), n=1, cutoff=0.5)
+    return f"; did you mean '{lowered[match[0]]}'?" if match else ""
 
 
 class Registry:

@@ -3,3 +3,4 @@ from dataset import tokenizers  # noqa: F401
 from dataset import cross_modal  # noqa: F401
 from dataset import synthetic  # noqa: F401
 from dataset import caption_retrieval  # noqa: F401
+from dataset import single_modal  # noqa: F401

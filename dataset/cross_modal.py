@@ -18,7 +18,7 @@ from common.register import registry
 from common.schema import PositiveInt
 from dataset.images import open_images
 from dataset.mat_triple import read_mat_triple
-from dataset.records import PairedData
+from dataset.records import DatasetError, PairedData
 from dataset.splits import make_split
 from dataset.transforms import image_transform
 
@@ -30,20 +30,28 @@ class CrossModalDataset(Dataset):
     """Rows ``indices`` of a :class:`PairedData` as image/text/label items.
 
     ``index`` in an item is its position in this split (memory banks and gathered batches use it);
-    ``modalities`` limits an item to the image or the text (evaluation sets of caption data). With
+    ``modalities`` limits an item to the image or the text (evaluation sets of caption data, single-modal
+    data); ``views = 2`` adds ``image2``, a second independent draw of the transform from the same image
+    (methods that contrast two augmentations, WCH). With
     several captions per row, ``caption_mode='random'`` draws one per load from an RNG keyed by
     (seed, epoch, row), so the choice is the same whatever the number of workers or processes and a resumed
     run sees the captions the uninterrupted run saw; ``first`` always takes the first caption.
     """
 
     def __init__(self, data: PairedData, indices: np.ndarray, images, transform, tokenizer,
-                 caption_mode: str = "first", seed: int = 0, modalities=("image", "text")):
+                 caption_mode: str = "first", seed: int = 0, modalities=("image", "text"), views: int = 1):
         if caption_mode not in CAPTION_MODES:
             raise ValueError(f"caption mode must be one of {CAPTION_MODES}, got '{caption_mode}'")
+        if views not in (1, 2):
+            raise ValueError(f"an item holds one or two views of its image, got views={views}")
+        if "text" in modalities and tokenizer is None:
+            raise DatasetError("this dataset pairs images with captions, but the model has no text tower (its "
+                               "backbone has no tokenizer); train an image-only model on a single-modal dataset "
+                               "(cifar10, image_list, synthetic_images)")
         self.data, self.indices, self.images = data, np.asarray(indices, dtype=np.int64), images
         self.transform, self.tokenizer = transform, tokenizer
         self.caption_mode, self.seed, self.epoch = caption_mode, seed, 0
-        self.modalities = tuple(modalities)
+        self.modalities, self.views = tuple(modalities), views
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -65,7 +73,10 @@ class CrossModalDataset(Dataset):
         row = int(self.indices[position])
         item = {"index": torch.tensor(position, dtype=torch.long)}
         if "image" in self.modalities:
-            item["image"] = self.transform(self.images[row])
+            image = self.images[row]
+            item["image"] = self.transform(image)
+            if self.views == 2:
+                item["image2"] = self.transform(image)
         if "text" in self.modalities:
             item["text"] = self.tokenizer([self.caption(row)])[0]
         if self.data.labels is not None:

@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import scipy.io
 
+from dataset.paths import CHECK_IMAGES, check_paths, resolve_path
 from dataset.records import DatasetError, PairedData, one_line
 from utils.checks import check_choice
 from utils.io import write_files_atomically
@@ -29,10 +30,8 @@ logger = get_logger(__name__)
 INDEX_KEYS = ("index", "imgs", "FAll")
 CAPTION_KEYS = ("caption", "tags", "YAll")
 LABEL_KEYS = ("category", "label", "LAll", "labels")
-CHECK_IMAGES = ("none", "sample", "all")
 ZERO_LABEL_ROWS = ("warn", "error", "drop", "keep")
 CAPTION_FORMATS = ("mat", "txt")
-_SAMPLE_SIZE = 32
 _SHOW_MISSING = 3
 # Top-level HDF5 entries MATLAB v7.3 uses for its own bookkeeping, never user variables.
 _H5_INTERNAL = ("#refs#", "#subsystem#")
@@ -105,8 +104,8 @@ def read_mat_triple(root: str, index_file: str = "index.mat", caption_file: str 
             f"{counts[2]}; the three files must describe the same pairs (rebuild them together)")
 
     if isinstance(images, list):
-        images = [_resolve_path(p, root, image_root, path_keep, path_prefix_map, index_path) for p in images]
-        _check_paths(images, check_images, index_path)
+        images = [resolve_path(p, root, image_root, path_keep, path_prefix_map, index_path) for p in images]
+        check_paths(images, check_images, index_path)
 
     empty = sum(1 for row in captions if not any(row))
     if empty:
@@ -409,40 +408,6 @@ def _labels(raw: Any, path: str, key: str) -> np.ndarray:
         raise DatasetError(f"{path}: key '{key}' holds {int(bad.sum())} values other than 0/1 (first at row {row}, "
                            f"column {col}: {raw[row, col].item()!r}); expected a multi-hot 0/1 matrix")
     return raw.astype(np.uint8)
-
-
-def _resolve_path(path: str, root: str, image_root: str | None, path_keep: int | None,
-                  prefix_map: dict[str, str] | None, index_path: str) -> str:
-    if prefix_map:
-        for old in sorted(prefix_map, key=len, reverse=True):
-            if path.startswith(old):
-                path = prefix_map[old] + path[len(old):]
-                break
-    if image_root is None:
-        return path if os.path.isabs(path) else os.path.join(root, path.replace("\\", "/"))
-    parts = [p for p in re.split(r"[\\/]+", path) if p]
-    if path_keep is not None:
-        parts = parts[-path_keep:]
-    elif os.path.isabs(path):
-        raise DatasetError(f"{index_path}: stored path {path} is absolute; set dataset.path_keep to the number of "
-                           f"trailing path components to keep under image_root")
-    return os.path.join(image_root if os.path.isabs(image_root) else os.path.join(root, image_root), *parts)
-
-
-def _check_paths(paths: list[str], mode: str, index_path: str) -> None:
-    if mode == "none" or not paths:
-        return
-    if mode == "sample":
-        picks = np.unique(np.linspace(0, len(paths) - 1, min(len(paths), _SAMPLE_SIZE)).astype(np.int64))
-        checked = [paths[i] for i in picks]
-    else:
-        checked = paths
-    missing = [p for p in checked if not os.path.isfile(p)]
-    if missing:
-        raise DatasetError(
-            f"{index_path}: {len(missing)} of {len(checked)} checked image files do not exist (first: "
-            f"{', '.join(missing[:_SHOW_MISSING])}); set dataset.image_root to the local image folder and "
-            f"dataset.path_keep to the number of trailing path components to keep")
 
 
 def _handle_zero_labels(data: PairedData, mode: str, label_path: str) -> PairedData:

@@ -1,4 +1,5 @@
-"""The built-in synthetic dataset: real files in the DCMHT ``.mat``-triple layout, generated on first use.
+"""The built-in synthetic datasets: real files in the DCMHT ``.mat``-triple layout (image-text pairs) or the
+DeepHash-pytorch list-file layout (single-modal images, :func:`generate_images`), generated on first use.
 
 Each pair shows 1-3 concepts out of ``num_classes``. A concept is a coloured shape drawn at a random place on a
 noisy background, and the caption names the concepts among distractor words ("a photo of a red circle and a
@@ -13,13 +14,16 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from common.register import registry
 from common.schema import NonNegativeFloat, PositiveInt
+from dataset.cifar import write_list_files
 from dataset.cross_modal import DatasetSplits, make_datasets
 from dataset.mat_triple import read_mat_triple, write_mat_triple
 from dataset.records import DatasetError
@@ -68,49 +72,89 @@ def _caption(names: list[str], present: list[int], rng: np.random.Generator, noi
     return " ".join(p for p in parts if p)
 
 
-def generate(out_dir: str | os.PathLike, num_samples: int = 2000, num_classes: int = 10, image_size: int = 32,
-             noise: float = 0.1, seed: int = 0) -> Path:
-    """Write ``num_samples`` pairs (images/ + index.mat + caption.mat + label.mat) into ``out_dir``.
+MIN_IMAGE_SIZE = 5  # a shape is image_size // 3 + 1 (at least 5) pixels wide and needs one free position
 
-    The files are written into a hidden ``.<name>.partial`` folder next to ``out_dir`` and renamed at the end;
-    on any failure that folder is removed, so ``out_dir`` is either complete or untouched.
-    """
+
+def check_image_size(image_size) -> None:
+    if not isinstance(image_size, (int, np.integer)) or image_size < MIN_IMAGE_SIZE:
+        raise DatasetError(f"dataset.image_size must be an integer of at least {MIN_IMAGE_SIZE} for the synthetic "
+                           f"dataset (its shapes are 5 pixels wide), got {image_size!r}")
+
+
+def draw_scene(rng: np.random.Generator, present: list[int], image_size: int) -> Image.Image:
+    """A noisy dark background with the shape of each concept in ``present`` at a random place."""
     shape_size = max(image_size // 3, 4)
-    # A shape is shape_size + 1 pixels wide (PIL boxes include both corners) and needs one free position.
-    min_size = 5
-    if not isinstance(image_size, (int, np.integer)) or image_size < min_size:
-        raise DatasetError(f"dataset.image_size must be an integer of at least {min_size} for the synthetic dataset "
-                           f"(its shapes are 5 pixels wide), got {image_size!r}")
+    pixels = rng.integers(0, 70, size=(image_size, image_size, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    draw = ImageDraw.Draw(image)
+    for k in present:
+        x, y = rng.integers(0, image_size - shape_size, size=2)
+        color = COLORS[list(COLORS)[k]]
+        _draw(draw, SHAPES[k % len(SHAPES)], (int(x), int(y), int(x) + shape_size, int(y) + shape_size), color)
+    return image
+
+
+@contextmanager
+def staged_folder(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """A hidden ``.<name>.partial`` folder next to ``out_dir`` that replaces it when the block ends.
+
+    On any failure the staging folder is removed, so ``out_dir`` is either complete or untouched.
+    """
     out = Path(out_dir)
-    names = concept_names(num_classes)
-    rng = np.random.default_rng(seed)
     staging = out.with_name(f".{out.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        (staging / "images").mkdir(parents=True)
+        staging.mkdir(parents=True)
+        yield staging
+        shutil.rmtree(out, ignore_errors=True)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # what a failure left; nothing after the rename
+
+
+def generate(out_dir: str | os.PathLike, num_samples: int = 2000, num_classes: int = 10, image_size: int = 32,
+             noise: float = 0.1, seed: int = 0) -> Path:
+    """Write ``num_samples`` pairs (images/ + index.mat + caption.mat + label.mat) into ``out_dir``
+    (through :func:`staged_folder`)."""
+    check_image_size(image_size)
+    names = concept_names(num_classes)
+    rng = np.random.default_rng(seed)
+    with staged_folder(out_dir) as staging:
+        (staging / "images").mkdir()
         paths, captions = [], []
         labels = np.zeros((num_samples, num_classes), dtype=np.uint8)
         for i in range(num_samples):
             present = sorted(rng.choice(num_classes, size=rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]), replace=False))
             labels[i, present] = 1
-            pixels = rng.integers(0, 70, size=(image_size, image_size, 3), dtype=np.uint8)
-            image = Image.fromarray(pixels)
-            draw = ImageDraw.Draw(image)
-            for k in present:
-                x, y = rng.integers(0, image_size - shape_size, size=2)
-                color = COLORS[list(COLORS)[k]]
-                _draw(draw, SHAPES[k % len(SHAPES)], (int(x), int(y), int(x) + shape_size, int(y) + shape_size),
-                      color)
             rel = f"images/{i:06d}.png"
-            image.save(staging / rel)
+            draw_scene(rng, present, image_size).save(staging / rel)
             paths.append(rel)
             captions.append([_caption(names, [int(k) for k in present], rng, noise)])
         write_mat_triple(staging, paths, captions, labels)
-        shutil.rmtree(out, ignore_errors=True)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # what a failure left; nothing after the rename
-    return out
+    return Path(out_dir)
+
+
+def generate_images(out_dir: str | os.PathLike, num_samples: int = 600, num_classes: int = 10, image_size: int = 32,
+                    query_num: int = 100, train_num: int = 400, seed: int = 0) -> Path:
+    """Write ``num_samples`` single-concept images and their DeepHash-pytorch list files into ``out_dir``.
+
+    Each image shows one concept (so relevance is the class, as in CIFAR-10), drawn by :func:`draw_scene`;
+    ``test.txt`` holds ``query_num`` images, ``train.txt`` the next ``train_num`` and ``database.txt`` every
+    image but the queries (train inside the database, as the NUS-WIDE and MS-COCO lists have it).
+    """
+    check_image_size(image_size)
+    concept_names(num_classes)  # checks the count
+    rng = np.random.default_rng(seed)
+    split = make_split(num_samples, preset="custom", query_num=query_num, train_num=train_num, seed=seed)
+    with staged_folder(out_dir) as staging:
+        (staging / "images").mkdir()
+        classes = rng.integers(num_classes, size=num_samples)
+        paths = []
+        for i, k in enumerate(classes):
+            paths.append(f"images/{i:06d}.png")
+            draw_scene(rng, [int(k)], image_size).save(staging / paths[-1])
+        write_list_files(str(staging), paths, np.eye(num_classes, dtype=np.uint8)[classes], split)
+    return Path(out_dir)
 
 
 @registry.register_dataset("synthetic", evaluator="cross_modal")

@@ -1,9 +1,15 @@
-"""Image transforms of the CLIP-based hashing methods (DCMHT spec §4.3)."""
+"""Image transforms: those of the CLIP-based hashing methods (DCMHT spec §4.3) and the two-view
+augmentation of contrastive single-modal hashing (WCH spec §10)."""
 from __future__ import annotations
 
+import torch
+from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
 TRAIN_TRANSFORMS = ("original", "augment")
+# DeepHash-pytorch and WCH normalise with ImageNet statistics whatever the backbone was trained on.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def image_transform(size: int, mean, std, train: bool, kind: str = "original") -> T.Compose:
@@ -27,3 +33,34 @@ def image_transform(size: int, mean, std, train: bool, kind: str = "original") -
 
 def _rgb(image):
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+class RandomGaussianBlur:
+    """PIL's Gaussian blur with a radius drawn uniformly from ``sigma``, as WCH's ``utils/tools.py`` blurs.
+
+    The radius comes from torch's RNG (the reference draws from Python's ``random``), so a seeded run, and a
+    resumed one, sees the same augmentations.
+    """
+
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0)):
+        self.sigma = sigma
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        low, high = self.sigma
+        return image.filter(ImageFilter.GaussianBlur(low + (high - low) * float(torch.rand(()))))
+
+
+def contrastive_transform(size: int, mean, std, train: bool) -> T.Compose:
+    """WCH's transforms (spec §10), identical in the official code and both third-party copies.
+
+    Both start with a bilinear resize of the short side and a centre crop to ``size`` (CIFAR's 32-pixel
+    images are upsampled first). Training then applies a RandomResizedCrop of area 0.2-1, colour jitter
+    (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale with p 0.2, a PIL Gaussian blur of radius U(0.1, 2) with p 0.5
+    and a horizontal flip; every call draws anew, so two calls give two independent views.
+    """
+    geometry = [T.Resize(size), T.CenterCrop(size)]
+    if train:
+        geometry += [T.RandomResizedCrop(size, scale=(0.2, 1.0)),
+                     T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2),
+                     T.RandomApply([RandomGaussianBlur()], p=0.5), T.RandomHorizontalFlip()]
+    return T.Compose([*geometry, T.ToTensor(), T.Normalize(mean, std)])

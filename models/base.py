@@ -37,12 +37,13 @@ from common.schema import Field
 
 @dataclass
 class Preprocess:
-    """What the data pipeline needs to know about a model: image geometry and the tokenizer."""
+    """What the data pipeline needs to know about a model: image geometry and the tokenizer (None for a model
+    without a text tower, which only single-modal data serves)."""
 
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    tokenizer: Callable[[list[str]], torch.Tensor]
+    tokenizer: Callable[[list[str]], torch.Tensor] | None
 
 
 @dataclass
@@ -175,13 +176,14 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
         """Image geometry from the image tower, tokenizer from the text tower.
 
         A single ``backbone`` (CLIP) serves both; two-tower models name ``image_backbone`` and
-        ``text_backbone``.
+        ``text_backbone``. An image-only backbone (a ViT, which has no ``tokenizer``) gives no tokenizer.
         """
         image = backbones.get("image_backbone", backbones.get("backbone"))
         text = backbones.get("text_backbone", backbones.get("backbone"))
-        if image is None or text is None:
+        if image is None:
             raise ValueError("model section needs 'backbone' or both 'image_backbone' and 'text_backbone'")
-        return Preprocess(image.image_size, tuple(image.mean), tuple(image.std), text.tokenizer())
+        tokenizer = text.tokenizer() if hasattr(text, "tokenizer") else None
+        return Preprocess(image.image_size, tuple(image.mean), tuple(image.std), tokenizer)
 
 
 MODEL_SECTION = Section(kind="model", context=("num_classes", "num_train"),

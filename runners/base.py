@@ -99,7 +99,7 @@ def config_sections() -> dict[str, Section]:
     """The schema of a run's config: each section and the class its keys belong to."""
     return {
         "model": MODEL_SECTION,
-        "optimizer": Section(kind="optimizer", context=("param_groups", "total_steps")),
+        "optimizer": Section(kind="optimizer", context=("param_groups", "total_steps", "steps_per_epoch")),
         "dataset": Section(kind="dataset", context=("preprocess", "seed")),
         "run": Section(target=lambda resolved: RunConfig),
         "eval": Section(target=lambda resolved: evaluator_class(resolved["dataset"]["name"]).Options
@@ -147,7 +147,7 @@ class BaseRunner:
         self.steps_per_epoch = math.ceil(len(self.train_loader) / self.run_cfg.accumulate_steps)
         self.optimizer, self.scheduler = build(
             "optimizer", cfg["optimizer"], param_groups=self.model.param_groups(),
-            total_steps=self.steps_per_epoch * self.run_cfg.epochs)
+            total_steps=self.steps_per_epoch * self.run_cfg.epochs, steps_per_epoch=self.steps_per_epoch)
         self.extra_optimizers = self.model.extra_optimizers()
         self.ddp_model = self.model
         if self.dist.distributed:

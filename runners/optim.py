@@ -7,6 +7,7 @@ PyTorch's own with a schedule from the same table.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 
@@ -138,6 +139,29 @@ def build_adamw(param_groups: list[dict], total_steps: int, lr: PositiveFloat = 
     """torch AdamW plus a per-step LambdaLR from the schedule table; returns (optimizer, scheduler)."""
     opt = torch.optim.AdamW(_split_lrs(param_groups, lr, backbone_lr), lr=lr, betas=tuple(betas), eps=eps,
                             weight_decay=weight_decay)
+    return opt, _lambda_schedule(opt, schedule, warmup, total_steps)
+
+
+@registry.register_optimizer("Adam")
+def build_adam(param_groups: list[dict], total_steps: int, steps_per_epoch: int, lr: PositiveFloat = 1e-5,
+               backbone_lr: PositiveFloat = 1e-5, schedule: str = "cosine_with_warmup", warmup: NonNegativeFloat = 0.0,
+               step_every: Literal["step", "epoch"] = "epoch",
+               betas: tuple[NonNegativeFloat, NonNegativeFloat] = (0.9, 0.999), eps: PositiveFloat = 1e-8,
+               weight_decay: NonNegativeFloat = 0.0):
+    """torch Adam plus a LambdaLR from the schedule table; returns (optimizer, scheduler).
+
+    ``step_every: epoch`` holds the rate for a whole epoch, as a scheduler stepped once per epoch does: with
+    the defaults the rate of epoch e (from 0) of E is lr * (1 + cos(pi e / E)) / 2, torch's
+    ``CosineAnnealingLR(T_max=E, eta_min=0)`` stepped per epoch (WCH spec §11). The runner still steps the
+    scheduler after every optimiser step, so checkpoints and resumes need nothing new.
+    """
+    opt = torch.optim.Adam(_split_lrs(param_groups, lr, backbone_lr), lr=lr, betas=tuple(betas), eps=eps,
+                           weight_decay=weight_decay)
+    return opt, _lambda_schedule(opt, schedule, warmup, total_steps, steps_per_epoch if step_every == "epoch" else 1)
+
+
+def _lambda_schedule(opt: torch.optim.Optimizer, schedule: str, warmup: float, total_steps: int,
+                     every: int = 1) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step LambdaLR of a registered schedule whose progress advances once every ``every`` steps."""
     factor = registry.get("scheduler", schedule)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor(step / total_steps, warmup))
-    return opt, sched
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: factor(step // every * every / total_steps, warmup))

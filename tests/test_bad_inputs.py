@@ -6,6 +6,7 @@ byte afterwards. Cases: config values and files, data files, checkpoints, the ru
 """
 import hashlib
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from main import main
 from tests.stubs import snapshot
 
 CONFIG = "configs/DCMHT/synthetic.yaml"
+IMAGE_CONFIG = "configs/WCH/synthetic.yaml"
 
 
 @dataclass
@@ -45,6 +47,22 @@ class Context:
         lines = "".join(f"  {k}: {v}\n" for k, v in keys.items())
         return self.write(f"triple_{root.name}.yaml",
                           f"_base_: [{Path(CONFIG).resolve()}]\ndataset:\n  _delete_: true\n{lines}")
+
+    def image_config(self, **dataset) -> list[str]:
+        """Arguments training WCH on a single-modal dataset with the keys ``dataset``."""
+        lines = "".join(f"  {k}: {v}\n" for k, v in dataset.items())
+        config = self.write(f"image_{dataset['name']}_{Path(dataset['root']).name}.yaml",
+                            f"_base_: [{Path(IMAGE_CONFIG).resolve()}]\ndataset:\n  _delete_: true\n{lines}")
+        return ["--config-file", str(config), "--save-dir", str(self.run)]
+
+    def lists(self, name: str, database: str = "images/0.png 0 1\nimages/1.png 1 0\n") -> Path:
+        """DeepHash-pytorch list files over the valid triple's images (``database.txt`` as given)."""
+        root = self.tmp / name
+        shutil.copytree(self.triple / "images", root / "images")
+        (root / "test.txt").write_text("images/2.png 0 1\nimages/3.png 1 0\n")
+        (root / "train.txt").write_text("images/0.png 0 1\n")
+        (root / "database.txt").write_text(database)
+        return root
 
     def broken_triple(self, name: str) -> Path:
         """A copy of the valid triple to break."""
@@ -105,6 +123,15 @@ def zero_labels(root: Path) -> Path:
 def latin1_captions(root: Path) -> Path:
     (root / "caption.mat").unlink()
     (root / "caption.txt").write_bytes("".join(f"caf\xe9 {i}\n" for i in range(40)).encode("latin-1"))
+    return root
+
+
+def cifar_without_test_batch(root: Path) -> Path:
+    """Official python batches of ten images each, the test batch missing."""
+    (root / "cifar-10-batches-py").mkdir(parents=True)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"):
+        batch = {b"labels": list(range(10)), b"data": np.zeros((10, 3072), dtype=np.uint8)}
+        (root / "cifar-10-batches-py" / name).write_bytes(pickle.dumps(batch, protocol=2))
     return root
 
 
@@ -216,6 +243,16 @@ CASES = [
         (lambda r: ((r / "images" / "3.png").unlink(), r)[1])(c.broken_triple("noimg")), check_images="none")),
         "--save-dir", str(c.tmp / "worker_run"), "--opts", "run.num_workers=1", "run.epochs=1", "run.batch_size=5",
         "run.progress=false", "run.device=cpu"], "3.png"),
+    Case("cifar-missing-batch", lambda c: c.image_config(name="cifar10", root=cifar_without_test_batch(
+        c.tmp / "cifar")), "cifar/cifar-10-batches-py/test_batch (extract cifar-10-python.tar.gz there)"),
+    Case("list-width", lambda c: c.image_config(name="image_list", root=c.lists("wide", "images/0.png 0 1 0\n")),
+         "database.txt: lines have 3 labels, test.txt has 2; expected one label column per class"),
+    Case("list-missing-image", lambda c: c.image_config(name="image_list", root=(lambda r: (
+        (r / "images" / "3.png").unlink(), r)[1])(c.lists("noimage"))),
+        "test.txt: 1 of 2 checked image files do not exist (first: "),
+    Case("image-model-on-captions", lambda c: c.image_config(name="synthetic", root=c.tmp / "pairs",
+                                                             num_samples=40, query_num=10, train_num=20),
+         "this dataset pairs images with captions, but the model has no text tower"),
     # ---------------------------------------------------------------- checkpoints
     Case("resume-missing", lambda c: ["--config-file", CONFIG, "--resume", str(c.tmp / "missing.pt"), "--opts",
                                       *c.opts], "missing.pt' not found"),

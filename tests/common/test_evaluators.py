@@ -61,6 +61,16 @@ def test_single_modal_evaluator_encodes_only_images_and_writes_image_codes(tmp_p
         ImageEvalConfig(directions=("i2t",))
 
 
+def test_single_modal_best_epoch_is_picked_on_the_chosen_map_cut_off():
+    data, codes = image_task()
+    evaluator = ImageRetrievalEvaluator(data, ImageEvalConfig(map_topk=(None,), precision_k=(1,), select_topk=2))
+    assert evaluator.primary == "mAP@2" and evaluator.options.map_topk == (None, 2)
+    assert evaluator.score(codes)["i2i"]["mAP@2"] == pytest.approx(1.0)
+    chance = evaluator.random_baseline(bits=3)
+    random = evaluator.random_codes(3, torch.Generator().manual_seed(0))
+    assert chance == {"i2i": evaluator.score(random)["i2i"]["mAP@2"]}
+
+
 def test_cross_modal_evaluator_encodes_only_what_the_directions_read():
     data, _ = image_task()
     evaluator = CrossModalEvaluator(data, EvalConfig(directions=("t2i",)))

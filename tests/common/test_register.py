@@ -1,6 +1,6 @@
 import pytest
 
-from common.register import Registry, RegistryError
+from common.register import Registry, RegistryError, closest
 
 
 def test_register_get_list():
@@ -33,6 +33,12 @@ def test_unknown_name_lists_known_and_closest():
     reg.register_model("MITH")(type("MITH", (), {}))
     with pytest.raises(RegistryError, match=r"unknown model 'DCHMT'; did you mean 'DCMHT'\? \(registered models: DCMHT, MITH\)"):
         reg.get("model", "DCHMT")
+
+
+def test_closest_name_ignores_case():
+    assert closest("Adamw", ["Adam", "AdamW", "BertAdam"]) == "; did you mean 'AdamW'?"
+    assert closest("vit", ["CLIP", "ViT"]) == "; did you mean 'ViT'?"
+    assert closest("xyz", ["CLIP", "ViT"]) == ""
 
 
 def test_unknown_kind_and_base_class_check():

@@ -198,3 +198,27 @@ def test_prepare_data_cli_prints_report(tmp_path, jpegs, capsys):
     out = capsys.readouterr().out
     assert "label columns (3" in out and "kept 5 rows" in out and "wrote 5 rows" in out
     assert sorted(os.listdir(tmp_path / "out")) == ["caption.txt", "index.mat", "label.mat"]
+
+
+def test_list_files_from_a_triple_serve_the_single_modal_reader(tmp_path, jpegs, capsys):
+    """A NUS-WIDE pack (caption.txt) -> list files with paths relative to the image folder, read back."""
+    _nuswide_raw(tmp_path / "raw", jpegs)
+    prepare_data.main(["nuswide", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "triple"),
+                       "--not-used-offset", "0"])
+    triple = read_mat_triple(str(tmp_path / "triple"), caption_file="caption.txt")
+    prepare_data.main(["lists", "--triple", str(tmp_path / "triple"), "--caption-file", "caption.txt",
+                       "--out", str(tmp_path / "lists"), "--split", "custom", "--query-num", "2", "--train-num", "2",
+                       "--seed", "0", "--relative-to", str(tmp_path / "raw" / "Flickr")])
+    out = capsys.readouterr().out
+    assert "split 'custom': 2 query, 2 train, 3 database rows of 5, 3 label columns" in out
+    from dataset.cifar import read_list_split
+    from dataset.splits import make_split
+    data, split = read_list_split(str(tmp_path / "lists"), image_root=str(tmp_path / "raw" / "Flickr"),
+                                  check_images="all")
+    rows = make_split(5, preset="custom", query_num=2, train_num=2, seed=0)
+    order = np.concatenate([rows["query"], rows["train"], rows["retrieval"]])
+    assert data.images == [triple.images[i] for i in order]
+    assert np.array_equal(data.labels, triple.labels[order])
+    assert (len(split["query"]), len(split["train"]), len(split["retrieval"])) == (2, 2, 3)
+    first = (tmp_path / "lists" / "test.txt").read_text().splitlines()[0].split()
+    assert not os.path.isabs(first[0]) and len(first) == 4

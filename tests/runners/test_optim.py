@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from runners.optim import BertAdam, build_adamw, cosine_with_warmup, warmup_cosine
+from runners.optim import BertAdam, build_adam, build_adamw, cosine_with_warmup, warmup_cosine
 
 
 def test_warmup_cosine_factor():
@@ -59,3 +59,27 @@ def test_group_learning_rates_follow_backbone_and_head():
     groups = [{"group": "backbone", "params": [a]}, {"group": "head", "params": [b]}]
     opt, sched = build_adamw(groups, total_steps=10, lr=1e-3, backbone_lr=1e-5, warmup=0.0)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-5, 1e-3])
+
+
+def test_adam_cosine_per_epoch_is_cosine_annealing_stepped_per_epoch():
+    """WCH's schedule (spec §11): torch's CosineAnnealingLR(T_max=epochs, eta_min=0), stepped once per epoch,
+    while the runner steps the scheduler after every optimiser step."""
+    epochs, steps = 5, 3
+    weights = [torch.nn.Parameter(torch.zeros(2))]
+    opt, sched = build_adam([{"group": "head", "params": weights}], total_steps=epochs * steps, steps_per_epoch=steps,
+                            lr=0.01)
+    reference_opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(2))], lr=0.01)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(reference_opt, T_max=epochs)
+    assert isinstance(opt, torch.optim.Adam) and opt.defaults["weight_decay"] == 0.0
+    for _ in range(epochs):
+        for _ in range(steps):
+            assert opt.param_groups[0]["lr"] == pytest.approx(reference_opt.param_groups[0]["lr"], abs=1e-12)
+            opt.step()
+            sched.step()
+        reference_opt.step()
+        reference.step()
+    _, per_step = build_adam([{"params": [torch.nn.Parameter(torch.zeros(2))]}], total_steps=4, steps_per_epoch=2,
+                             lr=1.0, step_every="step")
+    per_step.optimizer.step()
+    per_step.step()
+    assert per_step.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))

@@ -1,0 +1,1 @@
+from models.WCH import model  # noqa: F401  (registers WCH)
