@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
 from common.register import registry
 from common.schema import PositiveInt
@@ -22,7 +23,7 @@ from dataset.images import open_images
 from dataset.paths import CheckImages
 from dataset.records import PairedData
 from dataset.synthetic import generate_images
-from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD, contrastive_transform
+from dataset.transforms import contrastive_transform
 
 Normalize = Literal["imagenet", "backbone"]
 
@@ -31,7 +32,8 @@ def make_image_datasets(data: PairedData, split: dict[str, np.ndarray], preproce
                         normalize: Normalize = "imagenet") -> DatasetSplits:
     """Train (two views per item), query and retrieval datasets of images only, sharing one image source."""
     images = open_images(data.images)
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize == "imagenet" else (preprocess.mean, preprocess.std)
+    mean, std = ((IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if normalize == "imagenet"
+                 else (preprocess.mean, preprocess.std))
 
     def part(name: str, train: bool) -> CrossModalDataset:
         transform = contrastive_transform(preprocess.image_size, mean, std, train=train)

@@ -7,9 +7,6 @@ from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
 TRAIN_TRANSFORMS = ("original", "augment")
-# DeepHash-pytorch and WCH normalise with ImageNet statistics whatever the backbone was trained on.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def image_transform(size: int, mean, std, train: bool, kind: str = "original") -> T.Compose:

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision import transforms as T
 
 from common.register import registry
@@ -12,7 +13,7 @@ from dataset import single_modal  # noqa: F401  (registers the datasets)
 from dataset.cifar import read_list_split
 from dataset.records import DatasetError
 from dataset.synthetic import COLORS, generate_images
-from dataset.transforms import IMAGENET_MEAN, IMAGENET_STD, RandomGaussianBlur, contrastive_transform
+from dataset.transforms import RandomGaussianBlur, contrastive_transform
 from models.base import Preprocess
 
 PREPROCESS = Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), None)
@@ -69,7 +70,7 @@ def test_two_independent_views_for_training_one_deterministic_view_for_evaluatio
     assert item["image"].shape == item["image2"].shape == (3, 32, 32)
     assert not torch.equal(item["image"], item["image2"])
     assert torch.equal(data.query[1]["image"], data.query[1]["image"]) and "image2" not in data.query[1]
-    assert data.train.transform.transforms[-1].mean == IMAGENET_MEAN  # WCH normalises with ImageNet statistics
+    assert data.train.transform.transforms[-1].mean == IMAGENET_DEFAULT_MEAN  # WCH normalises with ImageNet statistics
     backbone = registry.get("dataset", "image_list")(PREPROCESS, root=str(lists), image_root=str(tmp_path / "local"),
                                                     path_keep=2, normalize="backbone")
     assert backbone.query.transform.transforms[-1].std == (0.5, 0.5, 0.5)
@@ -77,7 +78,7 @@ def test_two_independent_views_for_training_one_deterministic_view_for_evaluatio
 
 def test_transforms_are_the_specs():
     """WCH spec §10, step by step."""
-    train = contrastive_transform(224, IMAGENET_MEAN, IMAGENET_STD, train=True).transforms
+    train = contrastive_transform(224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, train=True).transforms
     assert [type(t) for t in train] == [T.Resize, T.CenterCrop, T.RandomResizedCrop, T.RandomApply,
                                         T.RandomGrayscale, T.RandomApply, T.RandomHorizontalFlip, T.ToTensor,
                                         T.Normalize]
@@ -91,7 +92,7 @@ def test_transforms_are_the_specs():
     assert gray.p == 0.2 and blur.p == 0.5 and isinstance(blur.transforms[0], RandomGaussianBlur)
     assert blur.transforms[0].sigma == (0.1, 2.0) and flip.p == 0.5
     assert norm.mean == (0.485, 0.456, 0.406) and norm.std == (0.229, 0.224, 0.225)
-    evaluation = contrastive_transform(224, IMAGENET_MEAN, IMAGENET_STD, train=False).transforms
+    evaluation = contrastive_transform(224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, train=False).transforms
     assert [type(t) for t in evaluation] == [T.Resize, T.CenterCrop, T.ToTensor, T.Normalize]
 
 
