@@ -33,6 +33,7 @@ from torch import nn
 from common.config import Section, build
 from common.register import registry
 from common.schema import Field
+from dataset.tokenizers import text_inputs
 
 
 @dataclass
@@ -42,7 +43,11 @@ class Preprocess:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    tokenizer: Callable[[list[str]], torch.Tensor]
+    tokenizer: Callable[[list[str]], torch.Tensor | dict[str, torch.Tensor]]
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The text inputs of captions, as ``model.encode_text(**preprocess.tokenize(texts))`` takes them."""
+        return text_inputs(self.tokenizer(texts))
 
 
 @dataclass
@@ -89,7 +94,7 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
         if "image_features" in batch:
             return {"image": self.hash_image(batch["image_features"]),
                     "text": self.hash_text(batch["text_features"])}
-        return {"image": self.encode_image(batch["image"]), "text": self.encode_text(batch["text"])}
+        return {"image": self.encode_image(batch["image"]), "text": self.encode_text(**text_inputs(batch))}
 
     def image_features(self, image: torch.Tensor) -> torch.Tensor:
         """What the hash head reads from the image tower (the feature cache stores exactly this)."""

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dataset.cross_modal import CrossModalDataset
+from dataset.tokenizers import text_inputs
 from utils.checkpoint import read, save_atomic
 from utils.logging import get_logger
 
@@ -54,6 +55,8 @@ def cache_key(model, dataset: CrossModalDataset) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     digest.update(repr(dataset.transform).encode())
+    digest.update(repr(dataset.tokenizer).encode())
+    digest.update(repr(model.backbone).encode())  # options outside the weights (pooling, text length)
     digest.update(type(model).__name__.encode())
     images = dataset.data.images
     for row in dataset.indices:
@@ -74,9 +77,11 @@ def encode_features(model, dataset: CrossModalDataset, device: torch.device, bat
     captions = [c for row in dataset.indices for c in dataset.data.captions[int(row)]]
     counts = [len(dataset.data.captions[int(row)]) for row in dataset.indices]
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    text = torch.cat([model.text_features(dataset.tokenizer(captions[i:i + batch_size]).to(device)).float().cpu()
-                      for i in range(0, len(captions), batch_size)])
-    return image, text, offsets
+    text = []
+    for start in range(0, len(captions), batch_size):
+        tokens = text_inputs(dataset.tokenizer(captions[start:start + batch_size]))
+        text.append(model.text_features(**{key: ids.to(device) for key, ids in tokens.items()}).float().cpu())
+    return image, torch.cat(text), offsets
 
 
 def cached_features(model, dataset: CrossModalDataset, cache_dir: str | Path, device: torch.device,
