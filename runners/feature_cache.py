@@ -53,7 +53,7 @@ def cache_key(model, dataset: CrossModalDataset) -> str:
     digest = hashlib.sha1()
     for name, tensor in sorted(model.backbone.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d too
     digest.update(repr(dataset.transform).encode())
     digest.update(repr(dataset.tokenizer).encode())
     digest.update(repr(model.backbone).encode())  # options outside the weights (pooling, text length)

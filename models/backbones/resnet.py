@@ -79,6 +79,15 @@ def _missing_file_message(path, arch: str) -> str:
             f"{WEIGHTS_KEY} to its local path")
 
 
+def _read_checked(path, arch: str) -> dict[str, torch.Tensor]:
+    """The tensors of a torchvision ResNet file, checked against ``arch``, without the classifier ``fc``."""
+    if not path.is_file():
+        raise FileNotFoundError(_missing_file_message(path, arch))
+    state = strip_ddp_prefix(read_state_dict(path, "a safetensors file (which must end in .safetensors)"))
+    _check_dims(_dims_of(state, path), arch, path)
+    return {key: value for key, value in state.items() if not key.startswith("fc.")}
+
+
 @registry.register_backbone("ResNet")
 class ResNetBackbone(ResNet):
     """torchvision's ResNet with the classifier replaced by the identity: (B, 3, H, W) -> (B, embed_dim).
@@ -100,26 +109,20 @@ class ResNetBackbone(ResNet):
 
     def __init__(self, arch: ResNetArch = "resnet50", weights: str | None = None):
         path = None if weights is None else resolve_path(weights, WEIGHTS_KEY)
-        if path is not None and not path.is_file():
-            raise FileNotFoundError(_missing_file_message(path, arch))
+        # Read and check the file before building, so a wrong file fails fast even for ResNet-101.
+        state = None if path is None else _read_checked(path, arch)
         variant = RESNET_VARIANTS[arch]
         super().__init__(variant.block, list(variant.layers))
         self.embed_dim = self.fc.in_features
         self.fc = nn.Identity()
         self.arch, self.image_size = arch, variant.image_size
         self.mean, self.std = IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-        if path is not None:
-            self._load(path)
-
-    def _load(self, path) -> None:
-        state = strip_ddp_prefix(read_state_dict(path, "a safetensors file (which must end in .safetensors)"))
-        _check_dims(_dims_of(state, path), self.arch, path)
-        state = {key: value for key, value in state.items() if not key.startswith("fc.")}
-        missing, unexpected = self.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{path} does not fit ResNet {self.arch}: missing keys {missing[:5]}, "
-                             f"unexpected keys {unexpected[:5]}")
-        logger.info("read ResNet %s weights from %s", self.arch, path)
+        if state is not None:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+            if missing or unexpected:
+                raise ValueError(f"{path} does not fit ResNet {arch}: missing keys {missing[:5]}, "
+                                 f"unexpected keys {unexpected[:5]}")
+            logger.info("read ResNet %s weights from %s", arch, path)
 
     def encode_image(self, image: torch.Tensor) -> torch.Tensor:
         """Pooled image features (B, embed_dim): the global average of the last stage."""
