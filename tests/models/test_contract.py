@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dataset.tokenizers import text_inputs
 from main import register_all
 
 REGISTRY = register_all()
@@ -60,11 +61,13 @@ def test_codes_gradients_and_state_round_trip(name, small_run, make_runner, tmp_
     silent = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not silent, f"no gradient reaches {silent}"
     model.eval()
+    encoders = (lambda rows: model.encode_image(batch["image"][rows]),
+                lambda rows: model.encode_text(**{k: v[rows] for k, v in text_inputs(batch).items()}))
     with torch.no_grad():
-        for encode, key in ((model.encode_image, "image"), (model.encode_text, "text")):
-            for inputs in (batch[key], batch[key][:1]):
-                codes = model.binarize(encode(inputs).float())
-                assert codes.shape == (len(inputs), bits) and set(codes.unique().tolist()) <= {-1.0, 1.0}
+        for encode in encoders:
+            for rows in (slice(None), slice(0, 1)):
+                codes = model.binarize(encode(rows).float())
+                assert codes.shape == (len(batch["index"][rows]), bits) and set(codes.unique().tolist()) <= {-1.0, 1.0}
         expected = model.binarize(model.encode_image(batch["image"]).float())
     copy = make_runner(config_of(name), small_run(), None).model
     copy.load_state_dict(model.state_dict())
