@@ -78,10 +78,6 @@ class TransformersTokenizer:
         self._tokenizer = AutoTokenizer.from_pretrained(str(model_folder(path)), local_files_only=True,
                                                         padding_side="right", truncation_side="right")
 
-    @property
-    def pad_id(self) -> int:
-        return self._tokenizer.pad_token_id
-
     def __call__(self, texts: str | Sequence[str]) -> dict[str, torch.Tensor]:
         """``{"text": ids, "text_mask": mask}``, both (B, max_length) long; a single string gives B = 1."""
         encoded = self._tokenizer([texts] if isinstance(texts, str) else list(texts), max_length=self.max_length,
@@ -127,6 +123,10 @@ class TransformersTextBackbone(nn.Module):
                     if all(key.startswith("pooler.") for key in missing) else "")
             raise ValueError(f"{folder} (set by {PATH_KEY}) lacks weights for {len(missing)} tensors of "
                              f"{type(self.encoder).__name__} (first: {missing[0]}){hint}")
+        positions = getattr(self.encoder.config, "max_position_embeddings", max_length)
+        if max_length > positions:
+            raise ValueError(f"model.text_backbone.max_length = {max_length} exceeds the {positions} positions of "
+                             f"{folder}; lower it to at most {positions}")
         self.path, self.pooling, self.max_length = path, pooling, max_length
         self.embed_dim = self.encoder.config.hidden_size
         logger.info("read %s text encoder from %s (pooling %s)", type(self.encoder).__name__, folder,

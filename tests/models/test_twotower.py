@@ -151,7 +151,7 @@ def tiny_bert_folder(tmp_path_factory):
     BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
     torch.manual_seed(0)
     config = BertConfig(vocab_size=5 + len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+                        intermediate_size=64, max_position_embeddings=128)
     BertModel(config).eval().save_pretrained(folder)
     return folder
 
@@ -216,6 +216,15 @@ def test_missing_or_incomplete_model_folders_and_weights_are_one_line_errors(tin
         message = error(partial)
         assert f"{partial} (set by model.text_backbone.path) is incomplete" in message and named in message
     assert "no installed Python package 'no_such_pkg'" in error("package:no_such_pkg/model")
+    with pytest.raises(ValueError, match=r"max_length = 200 exceeds the 128 positions of"):
+        TransformersTextBackbone(str(tiny_bert_folder), max_length=200)
+    no_pooler = tmp_path / "no_pooler"
+    BertModel(BertModel.from_pretrained(tiny_bert_folder).config, add_pooling_layer=False).save_pretrained(no_pooler)
+    (no_pooler / "vocab.txt").write_bytes((tiny_bert_folder / "vocab.txt").read_bytes())
+    with pytest.raises(ValueError, match=r"lacks weights for 2 tensors of BertModel \(first: pooler\..*set "
+                                         r"model.text_backbone.pooling to cls or mean"):
+        TransformersTextBackbone(str(no_pooler))
+    assert TransformersTextBackbone(str(no_pooler), pooling="cls").embed_dim == 32
     with pytest.raises(FileNotFoundError) as caught:
         ResNetBackbone("resnet50", str(tmp_path / "resnet50-0676ba61.pth"))
     message = str(caught.value)
