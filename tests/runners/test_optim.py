@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from runners.optim import BertAdam, build_adamw, cosine_with_warmup, warmup_cosine
+from runners.optim import BertAdam, build_adamw, cosine_with_warmup, warmup_cosine, warmup_cosine_floor
 
 
 def test_warmup_cosine_factor():
@@ -59,3 +59,12 @@ def test_group_learning_rates_follow_backbone_and_head():
     groups = [{"group": "backbone", "params": [a]}, {"group": "head", "params": [b]}]
     opt, sched = build_adamw(groups, total_steps=10, lr=1e-3, backbone_lr=1e-5, warmup=0.0)
     assert [g["lr"] for g in opt.param_groups] == pytest.approx([1e-5, 1e-3])
+
+
+def test_warmup_cosine_floor_rises_from_a_tenth_and_ends_at_a_hundredth():
+    # 5 warm-up epochs of 100 (warmup 0.05), as the two-tower recipe
+    assert warmup_cosine_floor(0.0, 0.05) == pytest.approx(0.1)
+    assert warmup_cosine_floor(0.025, 0.05) == pytest.approx(0.55)
+    assert warmup_cosine_floor(0.05, 0.05) == pytest.approx(1.0)
+    assert warmup_cosine_floor(0.525, 0.05) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert warmup_cosine_floor(1.0, 0.05) == pytest.approx(0.01)
