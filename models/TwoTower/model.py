@@ -89,7 +89,7 @@ class TwoTower(HashModel):
         self.text_head = TowerHead(text_backbone.embed_dim, feature_dim, bits, dropout,
                                    HashActivation(activation, gumbel_temperature))
         self.temperature, self.symmetric = temperature, symmetric
-        self.weights = {"features": feature_weight, "quantization": quantization_weight, "balance": balance_weight}
+        self.term_weights = {"features": feature_weight, "quantization": quantization_weight, "balance": balance_weight}
         self.frozen_dropout = frozen_dropout
         self.frozen: set[str] = set()
         for tower, frozen in zip(TOWERS, (freeze_image_encoder, freeze_text_encoder)):
@@ -150,7 +150,7 @@ class TwoTower(HashModel):
                 "quantization": 0.5 * (sign_quantization(h_t) + sign_quantization(h_v)),
                 "balance": 0.5 * (bit_balance(h_t) + bit_balance(h_v)),
             }
-            terms["total"] = terms["codes"] + sum(self.weights[k] * terms[k] for k in self.weights)
+            terms["total"] = terms["codes"] + sum(self.term_weights[k] * terms[k] for k in self.term_weights)
         return terms
 
     def extra_repr(self) -> str:
