@@ -4,8 +4,8 @@ With ``model.freeze_backbone: true`` and ``run.feature_cache: true`` the runner 
 :class:`FeatureDataset` of what the model's ``image_features`` / ``text_features`` return (pooled
 embeddings, or token sequences for methods that hash tokens). Epochs then cost a pass through the heads.
 The cache file is keyed by the backbone weights and options, the image resolution and transform, the
-tokenizer, and the split's rows and captions, so any change builds a new one. Every caption of a row is cached, so the per-epoch
-caption draw of training is kept; image augmentation is fixed to one view.
+tokenizer, and the split's rows and captions, so any change builds a new one. Every caption of a row is
+cached, so the per-epoch caption draw of training is kept; image augmentation is fixed to one view.
 """
 from __future__ import annotations
 

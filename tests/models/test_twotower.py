@@ -19,7 +19,7 @@ from models.base import HashModel
 from models.heads import HashActivation
 from models.losses import bit_balance, multi_positive_infonce
 from models.TwoTower.model import TwoTower
-from runners.base import BaseRunner, config_sections
+from runners.base import config_sections
 from tests.stubs import TinyBackbone
 
 SYNTHETIC = "configs/TwoTower/synthetic.yaml"
