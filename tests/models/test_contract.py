@@ -36,7 +36,7 @@ LEARNING = {
                       "model.short_bits": "[16,32]", "model.transform_lr": 0.03}),
     "UMoED": (24, 0.2, {}),  # the 4-bit words separate the concepts after ~100 steps
     # The frozen MiniLM encodes every caption of every epoch, so fewer pairs; the tiny ResNet learns from scratch.
-    "TwoTower": (4, 0.15, {"dataset.num_samples": 400, "dataset.query_num": 50, "dataset.train_num": 250,
+    "TwoTower": (4, 0.2, {"dataset.num_samples": 400, "dataset.query_num": 50, "dataset.train_num": 250,
                            "run.batch_size": 25}),
 }
 DEFAULT_LEARNING = (10, 0.1, {})
