@@ -37,7 +37,7 @@ LEARNING = {
     "UMoED": (24, 0.2, {}),  # the 4-bit words separate the concepts after ~100 steps
     # The frozen MiniLM encodes every caption of every epoch, so fewer pairs; the tiny ResNet learns from scratch.
     "TwoTower": (4, 0.2, {"dataset.num_samples": 400, "dataset.query_num": 50, "dataset.train_num": 250,
-                           "run.batch_size": 25}),
+                          "run.batch_size": 25}),
 }
 DEFAULT_LEARNING = (10, 0.1, {})
 
