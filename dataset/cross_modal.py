@@ -1,8 +1,8 @@
 """The torch side of cross-modal data: one ``Dataset`` class for every split, and the ``mat_triple`` builder.
 
 A dataset builder (registered under ``dataset``) turns its config section into :class:`DatasetSplits`:
-train, query and retrieval datasets over the same rows, yielding the batch dict of DESIGN.md
-(``image``, ``text``, ``label``, ``index``).
+train, query and retrieval datasets over the same rows, yielding the batch dict of docs/design.md
+(``image``, ``text``, ``text_mask`` where the tokenizer makes one, ``label``, ``index``).
 """
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from dataset.images import open_images
 from dataset.mat_triple import read_mat_triple
 from dataset.records import DatasetError, PairedData
 from dataset.splits import make_split
+from dataset.tokenizers import text_inputs
 from dataset.transforms import image_transform
 
 CaptionMode = Literal["random", "first"]
@@ -78,7 +79,7 @@ class CrossModalDataset(Dataset):
             if self.views == 2:
                 item["image2"] = self.transform(image)
         if "text" in self.modalities:
-            item["text"] = self.tokenizer([self.caption(row)])[0]
+            item.update({key: ids[0] for key, ids in text_inputs(self.tokenizer([self.caption(row)])).items()})
         if self.data.labels is not None:
             item["label"] = torch.from_numpy(self.data.labels[row].astype(np.float32))
         return item

@@ -1,12 +1,28 @@
-"""Text tokenizers: captions (or tag strings) to fixed-length id tensors for the text towers."""
+"""Text tokenizers: captions (or tag strings) to fixed-length id tensors for the text towers.
+
+A tokenizer is called on a list of strings. It returns the ids (B, L) (:class:`CLIPTokenizer`), or, for a
+tower that reads an attention mask, ``{"text": ids, "text_mask": mask}``
+(``models.backbones.transformers_text.TransformersTokenizer``). :func:`text_inputs` turns either, and a batch,
+into the keyword arguments of a model's ``encode_text``.
+"""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from open_clip.tokenizer import SimpleTokenizer
 
 from common.register import registry
+
+TEXT_KEYS = ("text", "text_mask")
+"""The batch entries of a caption: token ids and, where the tokenizer makes one, the attention mask."""
+
+
+def text_inputs(source: torch.Tensor | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The text entries of a tokenizer's output or of a batch: ``model.encode_text(**text_inputs(...))``."""
+    if torch.is_tensor(source):
+        return {"text": source}
+    return {key: source[key] for key in TEXT_KEYS if key in source}
 
 
 @registry.register_tokenizer("clip")

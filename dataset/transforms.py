@@ -1,12 +1,12 @@
-"""Image transforms: those of the CLIP-based hashing methods (DCMHT spec §4.3) and the two-view
-augmentation of contrastive single-modal hashing (WCH spec §10)."""
+"""Image transforms: those of the CLIP-based hashing methods (DCMHT spec §4.3), the two-view augmentation of
+contrastive single-modal hashing (WCH spec §10) and the two-tower baseline's ``crop_flip_jitter`` (BASELINE §B4)."""
 from __future__ import annotations
 
 import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
-TRAIN_TRANSFORMS = ("original", "augment")
+TRAIN_TRANSFORMS = ("original", "augment", "crop_flip_jitter")
 
 
 def image_transform(size: int, mean, std, train: bool, kind: str = "original") -> T.Compose:
@@ -15,6 +15,8 @@ def image_transform(size: int, mean, std, train: bool, kind: str = "original") -
     Evaluation: bicubic resize to size x size (aspect ratio not kept, as the reference code does).
     Training, ``original`` (paper code): bicubic resize of the short side, centre crop. ``augment``
     (kalenforn framework): horizontal flip + RandomResizedCrop with torchvision's defaults.
+    ``crop_flip_jitter`` (the two-tower reference): resize to 256/224 of the size (square), random crop,
+    horizontal flip, ColorJitter(0.2, 0.2, 0.2, 0.1).
     """
     if kind not in TRAIN_TRANSFORMS:
         raise ValueError(f"dataset.train_transform must be one of {TRAIN_TRANSFORMS}, got '{kind}'")
@@ -23,8 +25,12 @@ def image_transform(size: int, mean, std, train: bool, kind: str = "original") -
         geometry = [T.Resize((size, size), interpolation=bicubic)]
     elif kind == "original":
         geometry = [T.Resize(size, interpolation=bicubic), T.CenterCrop(size)]
-    else:
+    elif kind == "augment":
         geometry = [T.RandomHorizontalFlip(), T.RandomResizedCrop(size)]
+    else:
+        enlarged = round(size * 256 / 224)
+        geometry = [T.Resize((enlarged, enlarged)), T.RandomCrop(size), T.RandomHorizontalFlip(),
+                    T.ColorJitter(0.2, 0.2, 0.2, 0.1)]
     return T.Compose([*geometry, T.Lambda(_rgb), T.ToTensor(), T.Normalize(mean, std)])
 
 

@@ -9,3 +9,4 @@ from models import UMoED  # noqa: F401
 from models import DIMCH  # noqa: F401
 from models import TwDH  # noqa: F401
 from models import WCH  # noqa: F401
+from models import TwoTower  # noqa: F401

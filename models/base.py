@@ -33,6 +33,7 @@ from torch import nn
 from common.config import Section, build
 from common.register import registry
 from common.schema import Field
+from dataset.tokenizers import text_inputs
 
 
 @dataclass
@@ -43,7 +44,13 @@ class Preprocess:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    tokenizer: Callable[[list[str]], torch.Tensor] | None
+    tokenizer: Callable[[list[str]], torch.Tensor | dict[str, torch.Tensor]] | None
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """The text inputs of captions, as ``model.encode_text(**preprocess.tokenize(texts))`` takes them."""
+        if self.tokenizer is None:
+            raise ValueError("this model encodes images only; it has no tokenizer for captions")
+        return text_inputs(self.tokenizer(texts))
 
 
 @dataclass
@@ -90,7 +97,7 @@ class HashModel(nn.Module, metaclass=abc.ABCMeta):
         if "image_features" in batch:
             return {"image": self.hash_image(batch["image_features"]),
                     "text": self.hash_text(batch["text_features"])}
-        return {"image": self.encode_image(batch["image"]), "text": self.encode_text(batch["text"])}
+        return {"image": self.encode_image(batch["image"]), "text": self.encode_text(**text_inputs(batch))}
 
     def image_features(self, image: torch.Tensor) -> torch.Tensor:
         """What the hash head reads from the image tower (the feature cache stores exactly this)."""

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -94,3 +96,31 @@ class TanhHashHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self.dropout(self.fc(x)))
+
+
+HashActivationKind = Literal["tanh", "sigmoid", "gumbel"]
+
+
+class HashActivation(nn.Module):
+    """Relaxed codes in [-1, 1] from pre-activations z (BASELINE spec §B2); the sign of z is the binary code.
+
+    ``tanh``: tanh(z). ``sigmoid``: 2 sigmoid(z) - 1 (= tanh(z / 2)). ``gumbel``: per bit the two logits
+    (z, -z); in training a soft Gumbel-softmax sample g at temperature ``tau`` gives 2 g_+ - 1, in evaluation
+    the code itself, sign(z) with 0 -> +1.
+    """
+
+    def __init__(self, kind: HashActivationKind = "tanh", tau: float = 1.0):
+        super().__init__()
+        self.kind, self.tau = kind, tau
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        if self.kind == "tanh":
+            return torch.tanh(z)
+        if self.kind == "sigmoid":
+            return 2 * torch.sigmoid(z) - 1
+        if not self.training:
+            return torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        return 2 * F.gumbel_softmax(torch.stack([z, -z], dim=-1), tau=self.tau, hard=False)[..., 0] - 1
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind}" + (f", tau={self.tau:g}" if self.kind == "gumbel" else "")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def label_similarity(a: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -76,3 +77,31 @@ def weighted_triplet(distance: torch.Tensor, shared: torch.Tensor, margin: float
     strict = torch.where(relevant, reach.detach() - 1e-16 / gain.detach().clamp(min=1e-30), -float("inf"))
     active = torch.searchsorted(negatives.detach(), strict).sum()
     return total / (active + 1e-16)
+
+
+def multi_positive_infonce(queries: torch.Tensor, keys: torch.Tensor, positives: torch.Tensor,
+                           temperature: float, symmetric: bool = True) -> torch.Tensor:
+    """InfoNCE with several positives per row (BASELINE spec §B3), on cosine logits s_ij = cos(q_i, k_j) / tau.
+
+    ``L_q->k = -(1/B) sum_i log(sum_{j in P(i)} e^s_ij / sum_j e^s_ij)``; ``symmetric`` averages it with the
+    same loss on s^T and P^T (keys as queries).
+
+    Args:
+        queries: (B, D), e.g. the text codes.
+        keys: (B, D), e.g. the image codes.
+        positives: (B, B) bool, True where key j is a positive of query i; every row needs one.
+        temperature: tau.
+        symmetric: both directions (else only queries -> keys, as the reference computes).
+    """
+    logits = F.normalize(queries, dim=1) @ F.normalize(keys, dim=1).t() / temperature
+
+    def one_way(s: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        return (torch.logsumexp(s, dim=1) - torch.logsumexp(s.masked_fill(~p, -torch.inf), dim=1)).mean()
+
+    forward = one_way(logits, positives)
+    return 0.5 * (forward + one_way(logits.t(), positives.t())) if symmetric else forward
+
+
+def bit_balance(h: torch.Tensor) -> torch.Tensor:
+    """(1/K) sum_k (mean_i h_ik)^2: 0 when every bit is +1 for half of the batch and -1 for the other half."""
+    return h.mean(dim=0).pow(2).mean()

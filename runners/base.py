@@ -31,6 +31,7 @@ from common.evaluators import build_evaluator, evaluator_class
 from common.register import registry
 from common.schema import NonNegativeInt, PositiveFloat, PositiveInt, validate
 from dataset.splits import save_split
+from dataset.tokenizers import text_inputs
 from models.base import MODEL_SECTION, HashModel, TrainingContext, build_model
 from runners.feature_cache import cached_features
 from utils import distributed
@@ -50,6 +51,8 @@ class RunConfig:
         runner: registered runner class.
         epochs: training epochs.
         batch_size: items per process per step (the global batch is batch_size x processes).
+        drop_last: drop the last, incomplete training batch of each epoch (for losses or BatchNorm layers that
+            need full batches).
         eval_batch_size: items per step when encoding; None = batch_size.
         num_workers: DataLoader workers per process.
         eval_every: evaluate every N epochs (and always after the last one).
@@ -74,6 +77,7 @@ class RunConfig:
     runner: str = "BaseRunner"
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 64
+    drop_last: bool = False
     eval_batch_size: PositiveInt | None = None
     num_workers: NonNegativeInt = 2
     eval_every: PositiveInt = 1
@@ -184,7 +188,8 @@ class BaseRunner:
                                      shuffle=train, seed=self.run_cfg.seed)
         batch = self.run_cfg.batch_size if train else (self.run_cfg.eval_batch_size or self.run_cfg.batch_size)
         return DataLoader(dataset, batch_size=batch, sampler=sampler, num_workers=self.run_cfg.num_workers,
-                          pin_memory=self.device.type == "cuda", persistent_workers=False)
+                          pin_memory=self.device.type == "cuda", persistent_workers=False,
+                          drop_last=train and self.run_cfg.drop_last)
 
     def _use_feature_cache(self) -> None:
         """Replace every split by its cached backbone features (the frozen-backbone fast path)."""
@@ -380,16 +385,17 @@ class BaseRunner:
         """Binary codes of a whole split per modality, in dataset order, on every rank."""
         self.model.eval()
         if self.feature_cache:
-            encoders = {"image": ("image_features", self.model.hash_image), "text": ("text_features", self.model.hash_text)}
+            encoders = {"image": lambda b: self.model.hash_image(b["image_features"]),
+                        "text": lambda b: self.model.hash_text(b["text_features"])}
         else:
-            encoders = {"image": ("image", self.model.encode_image), "text": ("text", self.model.encode_text)}
+            encoders = {"image": lambda b: self.model.encode_image(b["image"]),
+                        "text": lambda b: self.model.encode_text(**text_inputs(b))}
         parts: dict[str, list] = {m: [] for m in (*modalities, "index")}
         for batch in self._loader(dataset, train=False):
             batch = to_device(batch, self.device)
             with self.autocast():
                 for m in modalities:
-                    key, encoder = encoders[m]
-                    parts[m].append(self.model.binarize(encoder(batch[key]).float()))
+                    parts[m].append(self.model.binarize(encoders[m](batch).float()))
             parts["index"].append(batch["index"])
         gathered = {m: distributed.gather(torch.cat(v)) for m, v in parts.items()}
         index = gathered.pop("index")

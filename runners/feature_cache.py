@@ -3,9 +3,9 @@
 With ``model.freeze_backbone: true`` and ``run.feature_cache: true`` the runner swaps each split for a
 :class:`FeatureDataset` of what the model's ``image_features`` / ``text_features`` return (pooled
 embeddings, or token sequences for methods that hash tokens). Epochs then cost a pass through the heads.
-The cache file is keyed by the backbone weights, the image resolution and transform, and the split's
-rows and captions, so any change builds a new one. Every caption of a row is cached, so the per-epoch
-caption draw of training is kept; image augmentation is fixed to one view.
+The cache file is keyed by the backbone weights and options, the image resolution and transform, the
+tokenizer, and the split's rows and captions, so any change builds a new one. Every caption of a row is
+cached, so the per-epoch caption draw of training is kept; image augmentation is fixed to one view.
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dataset.cross_modal import CrossModalDataset
+from dataset.tokenizers import text_inputs
 from utils.checkpoint import read, save_atomic
 from utils.logging import get_logger
 
@@ -52,8 +53,10 @@ def cache_key(model, dataset: CrossModalDataset) -> str:
     digest = hashlib.sha1()
     for name, tensor in sorted(model.backbone.state_dict().items()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d too
     digest.update(repr(dataset.transform).encode())
+    digest.update(repr(dataset.tokenizer).encode())
+    digest.update(repr(model.backbone).encode())  # options outside the weights (pooling, text length)
     digest.update(type(model).__name__.encode())
     images = dataset.data.images
     for row in dataset.indices:
@@ -74,9 +77,11 @@ def encode_features(model, dataset: CrossModalDataset, device: torch.device, bat
     captions = [c for row in dataset.indices for c in dataset.data.captions[int(row)]]
     counts = [len(dataset.data.captions[int(row)]) for row in dataset.indices]
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    text = torch.cat([model.text_features(dataset.tokenizer(captions[i:i + batch_size]).to(device)).float().cpu()
-                      for i in range(0, len(captions), batch_size)])
-    return image, text, offsets
+    text = []
+    for start in range(0, len(captions), batch_size):
+        tokens = text_inputs(dataset.tokenizer(captions[start:start + batch_size]))
+        text.append(model.text_features(**{key: ids.to(device) for key, ids in tokens.items()}).float().cpu())
+    return image, torch.cat(text), offsets
 
 
 def cached_features(model, dataset: CrossModalDataset, cache_dir: str | Path, device: torch.device,

@@ -41,6 +41,15 @@ def cosine_with_warmup(progress: float, warmup: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(rest, 1.0)))
 
 
+@registry.register_scheduler("warmup_cosine_floor")
+def warmup_cosine_floor(progress: float, warmup: float) -> float:
+    """The two-tower baseline's schedule (BASELINE spec §B4): linear warm-up from 0.1x to 1x, then a cosine
+    over the remaining fraction down to a floor of 0.01x of each group's rate."""
+    if progress < warmup:
+        return 0.1 + 0.9 * progress / warmup
+    return 0.01 + 0.99 * cosine_with_warmup(progress, warmup)
+
+
 @registry.register_scheduler("constant")
 def constant(progress: float, warmup: float) -> float:
     return 1.0

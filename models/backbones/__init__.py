@@ -11,3 +11,5 @@ registry.set_base("backbone", nn.Module)
 
 from models.backbones import clip  # noqa: E402,F401
 from models.backbones import vit  # noqa: E402,F401
+from models.backbones import resnet  # noqa: E402,F401
+from models.backbones import transformers_text  # noqa: E402,F401

@@ -37,11 +37,12 @@ def karpathy(tmp_path, n_train=40, n_test=10):
     (tmp_path / "karpathy.json").write_text(json.dumps({"images": images, "dataset": "flickr30k"}))
 
 
-def test_caption_pairs_config_trains_and_reports_recall(tmp_path):
+@pytest.mark.parametrize("method", ["DCMHT", "TwoTower"])  # CLIP ids alone; transformers ids with their mask
+def test_caption_pairs_config_trains_and_reports_recall(tmp_path, method):
     karpathy(tmp_path)
     cfg = tmp_path / "captions.yaml"
     cfg.write_text(
-        "_base_: [" + str((__import__("pathlib").Path("configs/DCMHT/synthetic.yaml")).resolve()) + "]\n"
+        "_base_: [" + str((__import__("pathlib").Path(f"configs/{method}/synthetic.yaml")).resolve()) + "]\n"
         "dataset:\n  _delete_: true\n  name: caption_pairs\n  format: karpathy\n"
         f"  annotation_file: {tmp_path / 'karpathy.json'}\n  image_root: {tmp_path}\n"
         "eval:\n  _delete_: true\n")

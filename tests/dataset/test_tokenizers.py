@@ -1,4 +1,4 @@
-"""CLIP tokenizer: the DCMHT truncation rule ([SOT] + BPE, cut to L-1, + [EOT], zero padding)."""
+"""CLIP tokenizer: the DCMHT truncation rule ([SOT] + BPE, cut to L-1, + [EOT], zero padding); text inputs."""
 import pickle
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from open_clip.tokenizer import SimpleTokenizer
 
 from common.register import registry
-from dataset.tokenizers import CLIPTokenizer
+from dataset.tokenizers import CLIPTokenizer, text_inputs
 
 SOT, EOT = 49406, 49407
 # CLIP BPE ids of "a", "photo", "of", "cat" and of the one-letter word "x" (lower-cased, with the end-of-word mark).
@@ -76,3 +76,11 @@ def test_context_length_too_small():
 def test_pickles_for_dataloader_workers(tokenizer):
     clone = pickle.loads(pickle.dumps(tokenizer))
     assert torch.equal(clone(["a photo of a cat"]), tokenizer(["a photo of a cat"]))
+
+
+def test_text_inputs_of_ids_alone_and_of_ids_with_a_mask():
+    ids, mask = torch.ones(2, 4, dtype=torch.long), torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
+    assert text_inputs(ids).keys() == {"text"} and text_inputs(ids)["text"] is ids
+    batch = {"image": torch.zeros(2), "text": ids, "text_mask": mask, "index": torch.arange(2)}
+    inputs = text_inputs(batch)
+    assert inputs.keys() == {"text", "text_mask"} and inputs["text"] is ids and inputs["text_mask"] is mask

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from runners.optim import BertAdam, build_adam, build_adamw, cosine_with_warmup, warmup_cosine
+from runners.optim import BertAdam, build_adam, build_adamw, cosine_with_warmup, warmup_cosine, warmup_cosine_floor
 
 
 def test_warmup_cosine_factor():
@@ -83,3 +83,12 @@ def test_adam_cosine_per_epoch_is_cosine_annealing_stepped_per_epoch():
     per_step.optimizer.step()
     per_step.step()
     assert per_step.optimizer.param_groups[0]["lr"] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
+
+
+def test_warmup_cosine_floor_rises_from_a_tenth_and_ends_at_a_hundredth():
+    # 5 warm-up epochs of 100 (warmup 0.05), as the two-tower recipe
+    assert warmup_cosine_floor(0.0, 0.05) == pytest.approx(0.1)
+    assert warmup_cosine_floor(0.025, 0.05) == pytest.approx(0.55)
+    assert warmup_cosine_floor(0.05, 0.05) == pytest.approx(1.0)
+    assert warmup_cosine_floor(0.525, 0.05) == pytest.approx(0.01 + 0.99 * 0.5)
+    assert warmup_cosine_floor(1.0, 0.05) == pytest.approx(0.01)

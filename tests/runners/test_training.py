@@ -104,3 +104,12 @@ def test_missing_dataset_file_and_row_mismatch(small_run, tmp_path, capsys):
     savemat(root / "label.mat", {"category": torch.eye(5, dtype=torch.uint8).numpy()})
     err = failing(capsys, argv)
     assert "label.mat" in err and "5" in err and "4" in err
+
+
+def test_drop_last_drops_the_incomplete_training_batch(small_run, make_runner):
+    # 150 training pairs in batches of 40: 3 full batches and a last one of 30
+    kept = make_runner(CONFIG, small_run(batch_size=40), None)
+    dropped = make_runner(CONFIG, small_run(batch_size=40, **{"run.drop_last": "true"}), None)
+    assert (len(kept.train_loader), kept.steps_per_epoch) == (4, 4)
+    assert (len(dropped.train_loader), dropped.steps_per_epoch) == (3, 3)
+    assert all(len(batch["index"]) == 40 for batch in dropped.train_loader)

@@ -1,0 +1,1 @@
+from models.TwoTower import model  # noqa: F401  (registers TwoTower)
