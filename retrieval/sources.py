@@ -57,9 +57,14 @@ def image_file(path: str | os.PathLike) -> Item:
 
 
 def image_folder(folder: str | os.PathLike) -> Iterator[Item]:
-    """Every image under ``folder`` (recursively, by suffix), in sorted path order."""
+    """Every image under ``folder`` (recursively, by suffix), in sorted path order; a missing folder is an
+    error at once, before anything is encoded."""
     if not os.path.isdir(folder):
         raise DatasetError(f"image folder '{folder}' not found (expected a folder of images)")
+    return _walk(folder)
+
+
+def _walk(folder: str | os.PathLike) -> Iterator[Item]:
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
@@ -89,6 +94,10 @@ def caption_file(path: str | os.PathLike) -> Iterator[Item]:
     ``text`` and, optionally, ``labels``: class indices)."""
     if not os.path.isfile(path):
         raise DatasetError(f"caption file '{path}' not found (expected a text file or .jsonl of captions)")
+    return _caption_lines(path)
+
+
+def _caption_lines(path: str | os.PathLike) -> Iterator[Item]:
     jsonl = str(path).endswith(".jsonl")
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
