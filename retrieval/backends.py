@@ -53,6 +53,7 @@ class ShardedFlat:
         self.shards = [faiss.IndexBinaryFlat(bits) for _ in range(shards)]
         self.ntotal = 0
         self.is_trained = True
+        self._pool = ThreadPoolExecutor(len(self.shards))  # kept: a single query should not pay for new threads
 
     def add(self, codes: np.ndarray) -> None:
         """Append codes; each lands in the shard that owns its position."""
@@ -67,8 +68,7 @@ class ShardedFlat:
             faiss.omp_set_num_threads(1)
             return shard.search(queries, min(k, shard.ntotal))
 
-        with ThreadPoolExecutor(len(self.shards)) as pool:
-            parts = list(pool.map(one, self.shards))
+        parts = list(self._pool.map(one, self.shards))
         return merge([dist for dist, _ in parts], [ids for _, ids in parts], self.bounds[:-1], k)
 
 
