@@ -155,7 +155,8 @@ class IVF(Flat):
     query scans the ``nprobe`` nearest lists.
 
     Attributes:
-        nlist: number of lists; None = 4 sqrt(N), at least 1 (faiss's usual advice).
+        nlist: number of lists; None = 4 sqrt(N) at build time (faiss's usual advice; the number used is
+            what the index records).
         nprobe: lists scanned per query (higher: better recall, slower queries).
     """
 
@@ -165,11 +166,12 @@ class IVF(Flat):
     nlist: PositiveInt | None = None
     nprobe: PositiveInt = 16
 
-    def lists(self, count: int) -> int:
-        return self.nlist or max(1, int(4 * math.sqrt(count)))
-
     def create(self, bits: int, count: int) -> faiss.IndexBinary:
-        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, self.lists(count))  # keeps its quantizer
+        self.nlist = self.nlist or max(1, int(4 * math.sqrt(count)))
+        if self.nlist > count:
+            raise ValueError(f"ivf nlist={self.nlist} needs at least {self.nlist} items to train on; the index has "
+                             f"{count} (lower nlist)")
+        index = faiss.IndexBinaryIVF(faiss.IndexBinaryFlat(bits), bits, self.nlist)  # keeps its quantizer
         self.configure(index)
         return index
 

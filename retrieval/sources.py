@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -147,8 +146,7 @@ def dataset_split(trained: TrainedModel, split: str, modality: str, count: int |
 
 
 def encode_batches(trained: TrainedModel, items: Iterable[Item], batch_size: int = 64, workers: int = 4,
-                   skip_bad_files: bool = False, progress: bool = True,
-                   total: int | None = None) -> Iterator[tuple[np.ndarray, list[Item]]]:
+                   skip_bad_files: bool = False, progress: bool = True) -> Iterator[tuple[np.ndarray, list[Item]]]:
     """Packed codes (B, bits/8) of consecutive batches of ``items`` (all of one modality) with their items.
 
     Images are decoded and transformed by ``workers`` threads (PIL releases the GIL). A file that cannot be
@@ -167,7 +165,7 @@ def encode_batches(trained: TrainedModel, items: Iterable[Item], batch_size: int
             logger.warning(f"skipped: {err}")
             return None
 
-    stream = iter(tqdm(items, total=total, unit="item", desc="encoding", disable=not progress, dynamic_ncols=True))
+    stream = iter(tqdm(items, unit="item", desc="encoding", disable=not progress, dynamic_ncols=True))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         while batch := list(islice(stream, batch_size)):
             inputs = list(pool.map(prepare, batch))

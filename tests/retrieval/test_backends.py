@@ -46,15 +46,17 @@ def test_sharded_flat_merges_shards_in_item_order(codes):
     assert all(np.array_equal(a, b) for a, b in zip(one.search(queries, 50), three.search(queries, 50)))
 
 
-@pytest.mark.parametrize("name, params", [("hnsw", {"m": 8, "ef_search": 64}), ("ivf", {"nlist": 16, "nprobe": 16})])
-def test_approximate_backends_record_their_parameters(name, params, tmp_path):
+@pytest.mark.parametrize("name, params", [("hnsw", {"m": 8, "ef_search": 64}), ("ivf", {"nlist": 16, "nprobe": 16}),
+                                          ("ivf", {}), ("multihash", {"nhash": 8})])
+def test_stored_backends_record_their_parameters(name, params, tmp_path):
     rng = np.random.default_rng(1)
     centers = rng.integers(0, 256, size=(16, 8), dtype=np.uint8)
     db = centers[rng.integers(0, 16, size=2000)] ^ np.packbits(rng.random((2000, 64)) < 0.05, axis=1)
     backend = backends.make_backend(name, params)
     model = {"method": "X", "bits": 64, "checkpoint": "x.pt", "checkpoint_sha256": "0", "config": {}}
     index = write_index(tmp_path, model, "image", backend, [(db, [{} for _ in db])])
-    assert index.manifest["backend"] == {"name": name, "params": {**backend.params(), **params}}
+    recorded = {**backends.make_backend(name).params(), **params, **({"nlist": 178} if params == {} else {})}
+    assert index.manifest["backend"] == {"name": name, "params": recorded}  # ivf's default: 4 sqrt(2000) lists
     assert index.file("faiss").stat().st_size > db.nbytes
     dist, ids = backends.top_k(index.faiss_index(), db[:50], 10)
     assert np.mean(dist == np.sort(hamming(db[:50], db), 1)[:, :10]) > 0.9  # the true neighbours' distances
@@ -68,5 +70,7 @@ def test_unknown_backends_and_parameters_are_named():
         backends.make_backend("hnsw", {"nprobe": 4})
     with pytest.raises(ValueError, match="IVF.nprobe = 0 must be"):
         backends.make_backend("ivf", {"nprobe": 0})
+    with pytest.raises(ValueError, match="ivf nlist=64 needs at least 64 items to train on; the index has 10"):
+        backends.build(backends.make_backend("ivf", {"nlist": 64}), np.zeros((10, 2), np.uint8))
     with pytest.raises(ValueError, match="nhash=3 must divide bits=16"):
         backends.build(backends.make_backend("multihash", {"nhash": 3}), np.zeros((4, 2), np.uint8))

@@ -36,8 +36,8 @@ def failing(capsys, argv) -> str:
 
 
 def test_text_queries_find_images_of_the_named_concept(image_index, capsys):
-    names = concept_names(10)
-    answers = run_json(capsys, ["query", str(image_index), *[a for n in names for a in ("--text", f"a photo of a {n}")]])
+    queries = [arg for name in concept_names(10) for arg in ("--text", f"a photo of a {name}")]
+    answers = run_json(capsys, ["query", str(image_index), *queries])
     index = CodeIndex(image_index)
     labels = [index.record(i)["labels"] for i in range(index.count)]
     frequency = np.mean([[concept in row for row in labels] for concept in range(10)])
