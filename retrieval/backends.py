@@ -87,7 +87,6 @@ class Flat:
     """Exhaustive exact search (the default), on :class:`ShardedFlat`."""
 
     name: ClassVar[str] = "flat"
-    exact: ClassVar[bool] = True
     stored: ClassVar[bool] = False
 
     def __post_init__(self):
@@ -133,7 +132,6 @@ class HNSW(Flat):
     """
 
     name: ClassVar[str] = "hnsw"
-    exact: ClassVar[bool] = False
     stored: ClassVar[bool] = True
     m: PositiveInt = 16
     ef_construction: PositiveInt = 40
@@ -161,7 +159,6 @@ class IVF(Flat):
     """
 
     name: ClassVar[str] = "ivf"
-    exact: ClassVar[bool] = False
     stored: ClassVar[bool] = True
     nlist: PositiveInt | None = None
     nprobe: PositiveInt = 16
