@@ -29,8 +29,11 @@ def page(image_index):
     server = make_server(searcher, "127.0.0.1", listener.getsockname()[1], k=6)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
-    while not server.started:
+    for _ in range(400):
+        if server.started:
+            break
         time.sleep(0.05)
+    assert server.started, "the search page did not start within 20 s"
     yield f"http://127.0.0.1:{listener.getsockname()[1]}", searcher
     server.should_exit = True
     thread.join(timeout=10)
