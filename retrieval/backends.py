@@ -37,31 +37,23 @@ def pack(codes) -> np.ndarray:
     return np.packbits(codes > 0, axis=1)
 
 
-# Shards per core of the flat backend: enough for threads to balance a core lost to another process, few
-# enough that merging the shards' top-k stays negligible.
-SHARDS_PER_CORE = 4
-
-
 class ShardedFlat:
-    """``IndexBinaryFlat`` split into shards of consecutive items (``SHARDS_PER_CORE`` per core), searched by
-    one thread per core (faiss releases the GIL) with one OpenMP thread each, the shards' top-k merged by
-    distance then id.
+    """``IndexBinaryFlat`` split into one shard of consecutive items per core, each shard searched by its own
+    thread (faiss releases the GIL) with one OpenMP thread, and the shards' top-k merged by distance then id.
 
     faiss parallelises one flat search over queries in short OpenMP regions, whose barriers stall whenever
     another process holds a core: on a loaded 2-core machine that search ran 3x slower than this one, and on
-    an idle machine both run at the same speed. Several shards per core let a thread that was not preempted
-    take over the remaining shards. The merge is the one a collection sharded over several machines needs
-    (README, "Past one machine").
+    an idle machine both run at the same speed. The merge is the one a collection sharded over several
+    machines needs (README, "Past one machine").
     """
 
     def __init__(self, bits: int, count: int, shards: int | None = None):
-        cores = os.cpu_count() or 1
-        shards = max(1, min(shards or SHARDS_PER_CORE * cores, count))
+        shards = max(1, min(shards or os.cpu_count() or 1, count))
         self.bounds = np.linspace(0, count, shards + 1).astype(np.int64)
         self.shards = [faiss.IndexBinaryFlat(bits) for _ in range(shards)]
         self.ntotal = 0
         self.is_trained = True
-        self._pool = ThreadPoolExecutor(min(cores, shards))  # kept: a single query should not pay for new threads
+        self._pool = ThreadPoolExecutor(len(self.shards))  # kept: a single query should not pay for new threads
 
     def add(self, codes: np.ndarray) -> None:
         """Append codes; each lands in the shard that owns its position."""
