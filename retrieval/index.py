@@ -19,6 +19,7 @@ the new ones after them, so an index built in several runs is byte for byte the 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from collections.abc import Iterable
@@ -33,7 +34,7 @@ from utils.io import atomic_write, atomic_write_text
 FORMAT = "hashing-index/1"
 MANIFEST = "index.json"
 DATA_FILES = {"codes": "bin", "items": "jsonl", "offsets": "bin", "faiss": "index"}
-_GENERATED = re.compile(r"^\.?(codes|items|offsets|faiss)\.\d+\.(bin|jsonl|index)(\..*\.tmp)?$")
+_GENERATED = re.compile(r"^\.?(codes|items|offsets|faiss)\.(\d+)\.(bin|jsonl|index)(\..*\.tmp)?$")
 _COPY_BLOCK = 1 << 24
 
 
@@ -166,7 +167,7 @@ def write_index(folder: str | Path, model: dict, modality: str, backend: Flat,
     the new manifest is in place.
     """
     folder = Path(folder)
-    generation = base.generation + 1 if base is not None else 1
+    generation = _next_generation(folder)
     names = {kind: f"{kind}.{generation}.{suffix}" for kind, suffix in DATA_FILES.items()}
     if not backend.stored:
         names["faiss"] = None
@@ -216,6 +217,14 @@ def _write_items(folder: Path, names: dict, batches, base: CodeIndex | None, cod
         folder / names["items"], lambda items: atomic_write(
             folder / names["offsets"], lambda offsets: fill(codes, items, offsets))))
     return count
+
+
+def _next_generation(folder: Path) -> int:
+    """A generation number no file in ``folder`` uses yet, so a new index (``--overwrite``) never replaces the
+    files the current manifest names before that manifest itself is replaced."""
+    used = [int(match.group(2)) for match in map(_GENERATED.match, os.listdir(folder)) if match] \
+        if folder.is_dir() else []
+    return max(used, default=0) + 1
 
 
 def _remove_other_generations(folder: Path, keep: dict) -> None:

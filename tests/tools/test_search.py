@@ -182,11 +182,13 @@ def test_an_interrupted_index_leaves_the_old_one(trained_run, text_index, tmp_pa
     monkeypatch.setattr("retrieval.index.atomic_write_text", killed_at_commit)
     (folder / ".codes.2.bin.abc.tmp").write_bytes(b"left by a killed writer")
     failing(capsys, [*argv, "--append"])
+    failing(capsys, [*argv, "--overwrite"])
     assert run_json(capsys, ["query", str(folder), "--text", "a red circle"]) == answer
     monkeypatch.undo()
     assert search.main([*argv, "--append"]) == 0
-    assert CodeIndex(folder).count == 80
-    assert sorted(p.name for p in folder.iterdir()) == ["codes.2.bin", "index.json", "items.2.jsonl", "offsets.2.bin"]
+    index = CodeIndex(folder)
+    assert index.count == 80 and index.generation == 5  # 2 was the stray file's, 3 and 4 the uncommitted writes'
+    assert sorted(p.name for p in folder.iterdir()) == ["codes.5.bin", "index.json", "items.5.jsonl", "offsets.5.bin"]
 
 
 def test_image_only_models_refuse_text(image_index):
