@@ -10,11 +10,12 @@ Layout (nothing is pickled; every file loads with numpy, json or faiss)::
     offsets.<g>.bin      int64 byte offset of each record in items.<g>.jsonl (random access to a record)
     faiss.<g>.index      the faiss index, by faiss's own writer (backends that need more than the codes)
 
-``<g>`` is the generation. Writing a new generation (a new index, or items appended to the old ones) streams
-every data file to its new name through :mod:`utils.io`, and only then replaces ``index.json``, the one commit
-point; the files of other generations are removed after it. A crash at any instant therefore leaves the old
-index or the complete new one. Appending copies the old codes and records into the new generation and adds
-the new ones after them, so an index built in several runs is byte for byte the index built in one.
+``<g>`` is the generation, a number no file of the folder uses yet. Writing a new generation (a new index, or
+items appended to the old ones) streams every data file to its new name through :mod:`utils.io`, and only
+then replaces ``index.json``, the one commit point; the files of other generations are removed after it. A
+crash at any instant therefore leaves the old index or the complete new one. Appending copies the old codes
+and records into the new generation and adds the new ones after them, so the codes and records of an index
+built in several runs are byte for byte those of the index built in one.
 """
 from __future__ import annotations
 
