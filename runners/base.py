@@ -473,7 +473,12 @@ class BaseRunner:
                 "extra_optimizers": {k: o.state_dict() for k, o in self.extra_optimizers.items()},
                 "scaler": self.scaler.state_dict(), "epoch": self.epoch, "global_step": self.global_step,
                 "best": self.best, "history": self.history, "rng": rng_state(),
-                "config": json.loads(json.dumps(dict(self.cfg)))}
+                "config": json.loads(json.dumps(dict(self.cfg))), "model_context": self.model_context()}
+
+    def model_context(self) -> dict:
+        """The data sizes the model was built with, so that ``models.trained.load_trained`` rebuilds it from the
+        checkpoint alone."""
+        return {"num_classes": self.data.num_classes, "num_train": len(self.data.train)}
 
     def save_checkpoint(self, best: bool) -> None:
         """``best.pt`` when the mean primary metric improved, then ``last.pt``, each atomic.
