@@ -19,7 +19,7 @@ from dataset.caption_pairs import CaptionRetrievalSet, folds, read_albef, read_k
 from dataset.cross_modal import CrossModalDataset, DatasetSplits
 from dataset.images import open_images
 from dataset.records import DatasetError, PairedData
-from dataset.transforms import image_transform
+from dataset.transforms import evaluation_transform, image_transform
 
 
 @dataclass
@@ -68,7 +68,7 @@ def _paired(data: CaptionRetrievalSet) -> PairedData:
     return PairedData(images=list(data.images), captions=groups, labels=None, meta=dict(data.meta))
 
 
-@registry.register_dataset("caption_pairs", evaluator="caption_recall")
+@registry.register_dataset("caption_pairs", evaluator="caption_recall", evaluation_transform=evaluation_transform)
 def caption_pairs(preprocess, seed: int, image_root: str, format: Literal["karpathy", "albef"] = "karpathy",
                   annotation_file: str | None = None, train_file: str | None = None, eval_file: str | None = None,
                   train_split: str = "train", eval_split: str = "test", captions_per_image: str = "all",
@@ -87,7 +87,7 @@ def caption_pairs(preprocess, seed: int, image_root: str, format: Literal["karpa
                               open_images(train_data.images, cache_dir=cache, resolution=size if cache else None),
                               image_transform(size, mean, std, train=True, kind=train_transform),
                               preprocess.tokenizer, caption_mode="random", seed=seed)
-    eval_tf = image_transform(size, mean, std, train=False)
+    eval_tf = evaluation_transform(preprocess)
     eval_images = open_images(eval_data.images, cache_dir=cache, resolution=size if cache else None)
     images = CrossModalDataset(eval_data, np.arange(len(eval_data)), eval_images, eval_tf, preprocess.tokenizer,
                                modalities=("image",))

@@ -21,7 +21,7 @@ from dataset.mat_triple import read_mat_triple
 from dataset.records import DatasetError, PairedData
 from dataset.splits import make_split
 from dataset.tokenizers import text_inputs
-from dataset.transforms import image_transform
+from dataset.transforms import evaluation_transform, image_transform
 
 CaptionMode = Literal["random", "first"]
 CAPTION_MODES = get_args(CaptionMode)
@@ -112,7 +112,7 @@ def make_datasets(data: PairedData, split: dict[str, np.ndarray], preprocess, im
     images = open_images(data.images, cache_dir=image_cache, resolution=preprocess.image_size if image_cache else None)
     size, mean, std = preprocess.image_size, preprocess.mean, preprocess.std
     train_tf = image_transform(size, mean, std, train=True, kind=train_transform)
-    eval_tf = image_transform(size, mean, std, train=False)
+    eval_tf = evaluation_transform(preprocess)
 
     def part(name, transform, caption_mode):
         return CrossModalDataset(data, split[name], images, transform, preprocess.tokenizer, caption_mode, seed)
@@ -122,7 +122,7 @@ def make_datasets(data: PairedData, split: dict[str, np.ndarray], preprocess, im
                          part("retrieval", eval_tf, eval_caption), split, num_classes, dict(data.meta))
 
 
-@registry.register_dataset("mat_triple", evaluator="cross_modal")
+@registry.register_dataset("mat_triple", evaluator="cross_modal", evaluation_transform=evaluation_transform)
 def mat_triple(preprocess, seed: int, root: str, index_file: str = "index.mat", caption_file: str = "caption.mat",
                label_file: str = "label.mat", image_root: str | None = None, path_keep: PositiveInt | None = None,
                path_prefix_map: dict | None = None, check_images: str = "sample", zero_label_rows: str = "warn",

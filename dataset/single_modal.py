@@ -28,23 +28,34 @@ from dataset.transforms import contrastive_transform
 Normalize = Literal["imagenet", "backbone"]
 
 
+def image_transform(preprocess, train: bool, normalize: Normalize = "imagenet"):
+    """WCH's transforms (spec §10) at the backbone's size, normalised with ImageNet statistics or the backbone's."""
+    mean, std = ((IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if normalize == "imagenet"
+                 else (preprocess.mean, preprocess.std))
+    return contrastive_transform(preprocess.image_size, mean, std, train=train)
+
+
+def evaluation_transform(preprocess, normalize: Normalize = "imagenet"):
+    """The one deterministic view of query and retrieval images (registered beside each dataset, so that tools
+    encoding images outside the runner encode them as the evaluation did)."""
+    return image_transform(preprocess, train=False, normalize=normalize)
+
+
 def make_image_datasets(data: PairedData, split: dict[str, np.ndarray], preprocess,
                         normalize: Normalize = "imagenet") -> DatasetSplits:
     """Train (two views per item), query and retrieval datasets of images only, sharing one image source."""
     images = open_images(data.images)
-    mean, std = ((IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if normalize == "imagenet"
-                 else (preprocess.mean, preprocess.std))
 
     def part(name: str, train: bool) -> CrossModalDataset:
-        transform = contrastive_transform(preprocess.image_size, mean, std, train=train)
-        return CrossModalDataset(data, split[name], images, transform, None, modalities=("image",),
-                                 views=2 if train else 1)
+        return CrossModalDataset(data, split[name], images, image_transform(preprocess, train, normalize), None,
+                                 modalities=("image",), views=2 if train else 1)
 
     return DatasetSplits(part("train", True), part("query", False), part("retrieval", False), split,
                          int(data.labels.shape[1]), dict(data.meta))
 
 
-@registry.register_dataset("cifar10", evaluator="image_retrieval")
+@registry.register_dataset("cifar10", evaluator="image_retrieval",
+                            evaluation_transform=evaluation_transform)
 def cifar10(preprocess, root: str = "data/cifar10", protocol: CifarProtocol = "cifar10", split_seed: int = 0,
             normalize: Normalize = "imagenet") -> DatasetSplits:
     """CIFAR-10 from the official python or binary batches under ``root``, split by a DeepHash-pytorch protocol
@@ -56,7 +67,8 @@ def cifar10(preprocess, root: str = "data/cifar10", protocol: CifarProtocol = "c
     return make_image_datasets(data, split, preprocess, normalize)
 
 
-@registry.register_dataset("image_list", evaluator="image_retrieval")
+@registry.register_dataset("image_list", evaluator="image_retrieval",
+                            evaluation_transform=evaluation_transform)
 def image_list(preprocess, root: str, image_root: str | None = None, path_keep: PositiveInt | None = None,
                path_prefix_map: dict | None = None, check_images: CheckImages = "sample",
                num_classes: PositiveInt | None = None, normalize: Normalize = "imagenet") -> DatasetSplits:
@@ -70,7 +82,8 @@ def image_list(preprocess, root: str, image_root: str | None = None, path_keep: 
     return make_image_datasets(data, split, preprocess, normalize)
 
 
-@registry.register_dataset("synthetic_images", evaluator="image_retrieval")
+@registry.register_dataset("synthetic_images", evaluator="image_retrieval",
+                            evaluation_transform=evaluation_transform)
 def synthetic_images(preprocess, root: str = "data/synthetic_images", num_samples: PositiveInt = 600,
                      num_classes: PositiveInt = 10, image_size: PositiveInt = 32, data_seed: int = 0,
                      query_num: PositiveInt = 100, train_num: PositiveInt = 400,

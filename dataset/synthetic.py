@@ -28,6 +28,7 @@ from dataset.cross_modal import DatasetSplits, make_datasets
 from dataset.mat_triple import read_mat_triple, write_mat_triple
 from dataset.records import DatasetError
 from dataset.splits import make_split
+from dataset.transforms import evaluation_transform
 
 COLORS = {"red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 80, 230), "yellow": (240, 220, 40),
           "purple": (150, 50, 200), "orange": (250, 140, 20), "cyan": (40, 220, 220), "pink": (250, 120, 200),
@@ -157,7 +158,7 @@ def generate_images(out_dir: str | os.PathLike, num_samples: int = 600, num_clas
     return Path(out_dir)
 
 
-@registry.register_dataset("synthetic", evaluator="cross_modal")
+@registry.register_dataset("synthetic", evaluator="cross_modal", evaluation_transform=evaluation_transform)
 def synthetic(preprocess, seed: int, root: str = "data/synthetic", num_samples: PositiveInt = 2000,
               num_classes: PositiveInt = 10, image_size: PositiveInt = 32, noise: NonNegativeFloat = 0.1,
               data_seed: int = 0, query_num: PositiveInt = 200, train_num: PositiveInt = 1000, split_seed: int = 1814,

@@ -9,6 +9,13 @@ from torchvision import transforms as T
 TRAIN_TRANSFORMS = ("original", "augment", "crop_flip_jitter")
 
 
+def evaluation_transform(preprocess) -> T.Compose:
+    """The deterministic transform of query and retrieval images of image-text data; a dataset registers the
+    transform of its evaluation images (``evaluation_transform=``), so tools that encode images outside the
+    runner (``models/trained.py``) encode them as its evaluation did."""
+    return image_transform(preprocess.image_size, preprocess.mean, preprocess.std, train=False)
+
+
 def image_transform(size: int, mean, std, train: bool, kind: str = "original") -> T.Compose:
     """CLIP preprocessing.
 

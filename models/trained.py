@@ -20,7 +20,7 @@ from PIL import Image
 from common import schema
 from common.config import Config, build, nested_sections, resolve
 from common.register import registry
-from dataset.transforms import image_transform
+from dataset.transforms import evaluation_transform
 from models.base import MODEL_SECTION, HashModel, Preprocess, build_model
 from utils.checkpoint import load
 from utils.distributed import resolve_device
@@ -67,8 +67,12 @@ class TrainedModel:
                 "checkpoint_sha256": self.sha256, "config": self.config}
 
     def image_transform(self):
-        """The evaluation transform of the model (the one its evaluation codes were computed with)."""
-        return image_transform(self.preprocess.image_size, self.preprocess.mean, self.preprocess.std, train=False)
+        """The transform the run's query and retrieval images went through: the one its dataset registered
+        (``evaluation_transform=``; image-text data by default), with that dataset's options from the config."""
+        section = self.config["dataset"]
+        make = registry.meta("dataset", section["name"]).get("evaluation_transform", evaluation_transform)
+        options = {key: section[key] for key in schema.fields(make) if key in section}
+        return make(self.preprocess, **options)
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor | list[Image.Image]) -> torch.Tensor:
@@ -82,19 +86,14 @@ class TrainedModel:
     def encode_texts(self, captions: list[str]) -> torch.Tensor:
         """{-1, +1} codes (B, bits) on the CPU of caption strings.
 
-        This is the one place where captions meet the model: whatever the tokenizer returns (a tensor of ids,
-        or a mapping of tensors such as ids and an attention mask) is moved to the device and handed to the
-        model's ``encode_text`` as it is.
+        This is the one place where captions meet the model: ``preprocess.tokenize`` gives the text inputs
+        (the ids, and the attention mask of towers that read one) as the keyword arguments of ``encode_text``.
         """
         if self.preprocess.tokenizer is None:
             raise ValueError(f"model {self.method} of '{self.checkpoint}' encodes images only (it has no "
                              f"tokenizer); query or index it with images")
-        tokens = self.preprocess.tokenizer(list(captions))
-        if isinstance(tokens, torch.Tensor):
-            tokens = tokens.to(self.device)
-        else:
-            tokens = type(tokens)({key: value.to(self.device) for key, value in tokens.items()})
-        return self._binary(self.model.encode_text(tokens))
+        inputs = self.preprocess.tokenize(list(captions))
+        return self._binary(self.model.encode_text(**{key: value.to(self.device) for key, value in inputs.items()}))
 
     def encode(self, modality: str, inputs) -> torch.Tensor:
         """Codes of a batch of ``image`` inputs (tensors or PIL images) or ``text`` inputs (strings)."""
