@@ -1,5 +1,6 @@
 """The search page in a real headless browser (Debian's chromium and chromedriver; nothing is downloaded):
 a typed query and an uploaded image both show the expected results, and only indexed files are served."""
+import os
 import socket
 import threading
 import time
@@ -41,6 +42,10 @@ def page(image_index):
 
 @pytest.fixture(scope="module")
 def browser():
+    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.path.exists(path)]
+    if missing:
+        pytest.fail(f"the search page is tested in Debian's headless chromium, but {', '.join(missing)} is missing: "
+                    f"apt-get install chromium chromium-driver (.ci/run installs them)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1100,900"):
