@@ -125,8 +125,14 @@ def run(args: argparse.Namespace) -> dict | None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    return exit_code(lambda: run(args))
+
+
+def exit_code(action) -> int:
+    """Run a command line's action: 0 when it succeeds, 130 on Ctrl-C, and 1 with the error's one line on stderr
+    for any failure (the traceback is logged at debug level, or raised with HASHING_DEBUG=1)."""
     try:
-        run(args)
+        action()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

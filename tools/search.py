@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -27,6 +26,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from common.config import parse_yaml  # noqa: E402
+from main import exit_code  # noqa: E402
 from models.trained import load_trained  # noqa: E402
 from retrieval import backends, sources  # noqa: E402
 from retrieval.index import CodeIndex, open_for_writing, write_index  # noqa: E402
@@ -206,18 +206,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     for handler in setup_logging().handlers:  # stdout carries the results (--json); log lines go to stderr
         handler.setStream(sys.stderr)
-    try:
-        COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # every failure becomes one line for the user; the traceback on demand
-        if os.environ.get("HASHING_DEBUG"):
-            raise
-        from main import user_message
-        print(f"error: {user_message(err)}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code(lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":
