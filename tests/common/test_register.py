@@ -63,7 +63,12 @@ def test_global_registry_lists_every_kind_and_builtin_methods():
     assert {"BertAdam", "AdamW"} <= set(registry.list("optimizer"))
     assert registry.list("runner") == ["BaseRunner"] and registry.list("evaluator") == [
         "caption_recall", "cross_modal", "image_retrieval"]
-    assert registry.meta("dataset", "caption_pairs") == {"evaluator": "caption_recall"}
+    from dataset.single_modal import evaluation_transform as single_modal_view
+    from dataset.transforms import evaluation_transform
+    assert registry.meta("dataset", "caption_pairs") == {"evaluator": "caption_recall",
+                                                          "evaluation_transform": evaluation_transform}
+    assert registry.meta("dataset", "cifar10") == {"evaluator": "image_retrieval",
+                                                    "evaluation_transform": single_modal_view}
     assert registry.kind_of(__import__("torch").nn.Module) == "backbone"
 
 

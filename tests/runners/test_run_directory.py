@@ -171,7 +171,7 @@ def test_resume_with_a_changed_config_lists_the_changes_and_applies_them_when_ac
 
 @pytest.mark.parametrize("content, fragment", [
     (b"", "the file is empty (0 bytes)"),
-    (os.urandom(64), "it is not a PyTorch file"),
+    (bytes(range(7, 71)), "it is not a PyTorch file"),
     (b"model:\n  name: DCMHT\n", "it is not a PyTorch file"),
 ])
 def test_files_that_are_not_checkpoints(content, fragment, finished, tmp_path, capsys):
