@@ -140,7 +140,7 @@ def dataset_split(trained: TrainedModel, split: str, modality: str, count: int |
             continue
         if paths is not None:
             record["path"] = os.path.abspath(paths[row])
-        if part.data.captions[row][0]:
+        if part.data.captions[row]:  # single-modal data has no captions
             record["caption"] = part.data.captions[row][0]
         yield Item("image", record, lambda row=row: part.images[row])
 

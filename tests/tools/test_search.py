@@ -1,12 +1,11 @@
 """tools/search.py end to end on a trained synthetic DCMHT run: text->image and image->text search far above
 chance, the exact backend against a brute-force ranking, appending, export, the figure, and every bad input as
-a one-line error that leaves an existing index intact."""
+a one-line error that leaves an existing index intact; an image-only model (WCH) on single-modal data."""
 import json
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from dataset.synthetic import concept_names
 from models.trained import load_trained
@@ -191,13 +190,19 @@ def test_an_interrupted_index_leaves_the_old_one(trained_run, text_index, tmp_pa
     assert sorted(p.name for p in folder.iterdir()) == ["codes.5.bin", "index.json", "items.5.jsonl", "offsets.5.bin"]
 
 
-def test_image_only_models_refuse_text(image_index):
-    trained = load_trained(CodeIndex(image_index).model["checkpoint"], "cpu")
-    trained.preprocess.tokenizer = None
-    assert trained.modalities == ("image",)
-    with pytest.raises(ValueError, match="encodes images only"):
-        trained.encode_texts(["a red circle"])
-    item = next(sources.images([CodeIndex(image_index).record(0)["path"]]))
-    codes = next(sources.encode_batches(trained, [item], progress=False))[0]
-    assert np.array_equal(codes, np.asarray(CodeIndex(image_index).codes()[:1])) and torch.is_tensor(
-        trained.encode_images([item.input()]))
+def test_an_image_only_model_indexes_and_queries_images_and_refuses_text(small_run, make_runner, tmp_path, capsys):
+    """WCH (images only, single-modal data without captions): its split indexes with labels, an indexed image
+    finds itself at distance 0 (encoded from its file as the evaluation did), a text query is one line."""
+    runner = make_runner("configs/WCH/synthetic.yaml", small_run(**{"dataset.num_samples": 120,
+                                                                    "dataset.query_num": 20,
+                                                                    "dataset.train_num": 60}), None)
+    save_atomic({**runner.state_dict(), "model_context": runner.model_context()}, tmp_path / "wch.pt")
+    folder = tmp_path / "index"
+    assert search.main(["index", str(folder), "--checkpoint", str(tmp_path / "wch.pt"), "--split", "query",
+                        "--no-progress"]) == 0
+    index = CodeIndex(folder)
+    records = [index.record(i) for i in range(index.count)]
+    assert index.count == 20 and all("caption" not in r and len(r["labels"]) == 1 for r in records)
+    answer, = run_json(capsys, ["query", str(folder), "--image", records[7]["path"], "-k", "20"])
+    assert {hit["id"]: hit["distance"] for hit in answer["results"]}[7] == 0
+    assert "encodes images only" in failing(capsys, ["query", str(folder), "--text", "a red circle"])
