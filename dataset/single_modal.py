@@ -28,7 +28,7 @@ from dataset.transforms import contrastive_transform
 Normalize = Literal["imagenet", "backbone"]
 
 
-def image_transform(preprocess, train: bool, normalize: Normalize = "imagenet"):
+def view_transform(preprocess, train: bool, normalize: Normalize = "imagenet"):
     """WCH's transforms (spec §10) at the backbone's size, normalised with ImageNet statistics or the backbone's."""
     mean, std = ((IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD) if normalize == "imagenet"
                  else (preprocess.mean, preprocess.std))
@@ -38,7 +38,7 @@ def image_transform(preprocess, train: bool, normalize: Normalize = "imagenet"):
 def evaluation_transform(preprocess, normalize: Normalize = "imagenet"):
     """The one deterministic view of query and retrieval images (registered beside each dataset, so that tools
     encoding images outside the runner encode them as the evaluation did)."""
-    return image_transform(preprocess, train=False, normalize=normalize)
+    return view_transform(preprocess, train=False, normalize=normalize)
 
 
 def make_image_datasets(data: PairedData, split: dict[str, np.ndarray], preprocess,
@@ -47,7 +47,7 @@ def make_image_datasets(data: PairedData, split: dict[str, np.ndarray], preproce
     images = open_images(data.images)
 
     def part(name: str, train: bool) -> CrossModalDataset:
-        return CrossModalDataset(data, split[name], images, image_transform(preprocess, train, normalize), None,
+        return CrossModalDataset(data, split[name], images, view_transform(preprocess, train, normalize), None,
                                  modalities=("image",), views=2 if train else 1)
 
     return DatasetSplits(part("train", True), part("query", False), part("retrieval", False), split,

@@ -3,7 +3,8 @@ captions) with their Hamming distances.
 
 Server-rendered HTML (no script): ``GET /?q=...&k=...`` searches by text, ``POST /`` with an uploaded image
 searches by image, ``GET /items/<id>`` returns the file of indexed image ``id``. Only files the index records
-are ever served, looked up by item id, so no request names a path on disk.
+are ever served, looked up by item id, so no request names a path on disk. FastAPI parses the upload form
+with python-multipart, a requirement it does not import until a form route is declared.
 """
 from __future__ import annotations
 

@@ -44,20 +44,21 @@ def trained_run(synthetic_root, tmp_path_factory) -> Path:
     return run
 
 
+def index_retrieval_split(run: Path, modality: str, folder: str) -> Path:
+    """``tools/search.py index`` of one modality of the run's retrieval split into ``run/folder``."""
+    assert search.main(["index", str(run / folder), "--checkpoint", str(run), "--split", "retrieval",
+                        "--modality", modality, "--no-progress"]) == 0
+    return run / folder
+
+
 @pytest.fixture(scope="session")
 def image_index(trained_run) -> Path:
-    folder = trained_run / "index-images"
-    assert search.main(["index", str(folder), "--checkpoint", str(trained_run), "--split", "retrieval",
-                        "--modality", "image", "--no-progress"]) == 0
-    return folder
+    return index_retrieval_split(trained_run, "image", "index-images")
 
 
 @pytest.fixture(scope="session")
 def text_index(trained_run) -> Path:
-    folder = trained_run / "index-captions"
-    assert search.main(["index", str(folder), "--checkpoint", str(trained_run), "--split", "retrieval",
-                        "--modality", "text", "--no-progress"]) == 0
-    return folder
+    return index_retrieval_split(trained_run, "text", "index-captions")
 
 
 def run_json(capsys, argv: list[str]) -> list[dict]:
