@@ -6,6 +6,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from models.losses import bit_balance
+
 WeightNorm = Literal["column", "row"]
 
 
@@ -78,4 +80,4 @@ def bit_regularizer(h: torch.Tensor) -> torch.Tensor:
 
     The second term is 1 in value for +-1 codes, but through the straight-through sign it pushes |u| up.
     """
-    return h.mean(dim=0).pow(2).mean() - h.pow(2).mean()
+    return bit_balance(h) - h.pow(2).mean()
